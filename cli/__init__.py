@@ -1,0 +1,1 @@
+"""The ``cpcaudio`` command-line interface (a thin typer layer over the library)."""

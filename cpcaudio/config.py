@@ -1,0 +1,358 @@
+"""Configuration of a CPC model and its training, as nested dataclasses.
+
+Defaults are the CPC paper's (van den Oord et al., 2018) as implemented by CPC_audio: a 5-layer strided
+conv encoder with 512 channels (kernels 10,8,4,4,4; strides 5,4,2,2,2; one frame per 10 ms at 16 kHz), a
+one-layer GRU with 256 units, K = 12 linear prediction heads, 128 negatives, windows of 20480 samples,
+Adam with learning rate 2e-4.
+
+A config travels inside every checkpoint, and round-trips through YAML or JSON. ``apply_overrides``
+implements the CLI's ``--set section.key=value``; every key and value is validated, and the error names
+the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, get_args, get_origin
+
+import yaml
+
+from cpcaudio.errors import ConfigError
+from cpcaudio.geometry import default_paddings
+
+Normalization = Literal["batch", "channel", "layer", "none"]
+NegativeSampling = Literal["batch", "same-sequence"]
+ContextKind = Literal["gru", "lstm"]
+HeadKind = Literal["linear", "mlp"]
+SamplerMode = Literal["uniform", "same-speaker", "sequential"]
+ShortUtterances = Literal["pad", "skip"]
+Schedule = Literal["constant", "cosine", "step"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+@dataclass
+class EncoderConfig:
+    """Strided 1-D convolution stack mapping raw signal (batch, channels, time) to latents z."""
+
+    in_channels: int = 1  # channels of the input signal (1 for mono audio, 6 for a 6-axis IMU, ...)
+    hidden_dim: int = 512  # output channels of every conv layer = dimension of z
+    kernel_sizes: tuple[int, ...] = (10, 8, 4, 4, 4)  # one entry per layer
+    strides: tuple[int, ...] = (5, 4, 2, 2, 2)  # product = samples per frame (160 = 10 ms at 16 kHz)
+    paddings: Optional[tuple[int, ...]] = None  # None: (k - s + 1) // 2 per layer, CPC_audio's (3,2,1,1,1)
+    normalization: Normalization = "channel"  # per-time-step across channels (CPC_audio's default)
+
+    def resolved_paddings(self) -> tuple[int, ...]:
+        """Paddings actually used (``paddings`` or the default derived from kernels and strides)."""
+        if self.paddings is not None:
+            return tuple(self.paddings)
+        return default_paddings(self.kernel_sizes, self.strides)
+
+    def validate(self) -> None:
+        _positive(self, "in_channels", "hidden_dim")
+        if len(self.kernel_sizes) == 0:
+            raise ConfigError("encoder.kernel_sizes must list at least one layer, e.g. [10, 8, 4, 4, 4]")
+        if len(self.strides) != len(self.kernel_sizes):
+            raise ConfigError(
+                f"encoder.strides has {len(self.strides)} entries but encoder.kernel_sizes has "
+                f"{len(self.kernel_sizes)}; give one stride per layer"
+            )
+        if any(k < 1 for k in self.kernel_sizes) or any(s < 1 for s in self.strides):
+            raise ConfigError("encoder.kernel_sizes and encoder.strides must be positive integers")
+        if self.paddings is not None:
+            if len(self.paddings) != len(self.kernel_sizes):
+                raise ConfigError(
+                    f"encoder.paddings has {len(self.paddings)} entries for {len(self.kernel_sizes)} "
+                    "layers; give one per layer or null for the default"
+                )
+            if any(p < 0 for p in self.paddings):
+                raise ConfigError("encoder.paddings must be >= 0")
+
+
+@dataclass
+class ContextConfig:
+    """Autoregressive network summarising z_<=t into c_t."""
+
+    kind: ContextKind = "gru"  # recurrent cell
+    hidden_dim: int = 256  # dimension of c_t
+    num_layers: int = 1  # stacked recurrent layers
+
+    def validate(self) -> None:
+        _positive(self, "hidden_dim", "num_layers")
+
+
+@dataclass
+class PredictorConfig:
+    """Prediction heads W_k and the InfoNCE loss."""
+
+    num_steps: int = 12  # K: predict z_{t+1} .. z_{t+K}
+    num_negatives: int = 128  # N negatives per (sequence, time, step)
+    negative_sampling: NegativeSampling = "batch"  # pool the negatives are drawn from
+    head: HeadKind = "linear"  # W_k: linear, or one hidden layer (mlp)
+    head_hidden_dim: int = 512  # hidden width when head == "mlp"
+
+    def validate(self) -> None:
+        _positive(self, "num_steps", "num_negatives", "head_hidden_dim")
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation: Adam as in the paper, optional warm-up and decay."""
+
+    learning_rate: float = 2e-4  # Adam step size
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam moment decay rates
+    eps: float = 1e-8  # Adam epsilon
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW) when > 0
+    warmup_steps: int = 0  # linear warm-up from 0 to learning_rate
+    schedule: Schedule = "constant"  # decay after warm-up
+    step_size: int = 10000  # schedule == "step": decay every step_size steps
+    step_gamma: float = 0.5  # schedule == "step": multiply the rate by this
+    grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
+    accumulate: int = 1  # micro-batches per optimiser step
+
+    def validate(self) -> None:
+        _positive(self, "learning_rate", "eps", "accumulate", "step_size")
+        _non_negative(self, "weight_decay", "warmup_steps", "grad_clip")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError("optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+        if not 0.0 < self.step_gamma <= 1.0:
+            raise ConfigError("optim.step_gamma must be in (0, 1]")
+
+
+@dataclass
+class DataConfig:
+    """What the model sees: sample rate, window size and batching."""
+
+    sample_rate: int = 16000  # samples per second of the (prepared) signal
+    window_size: int = 20480  # samples per training window (1.28 s at 16 kHz)
+    batch_size: int = 8  # windows per batch (per process under torchrun)
+    sampler: SamplerMode = "same-speaker"  # CPC_audio's default: each batch from one speaker
+    short_utterances: ShortUtterances = "pad"  # utterances shorter than a window: pad+mask or skip
+    num_workers: int = 0  # data-loading worker processes
+
+    def validate(self) -> None:
+        _positive(self, "sample_rate", "window_size", "batch_size")
+        _non_negative(self, "num_workers")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: length, validation, logging, precision."""
+
+    max_steps: int = 100000  # optimiser steps
+    validate_every: int = 1000  # steps between validations (and checkpoints)
+    validation_batches: int = 50  # batches per validation
+    log_every: int = 10  # steps between metric lines
+    seed: int = 0  # seeds python, numpy and torch
+    precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    compile: bool = False  # torch.compile the model and loss
+
+    def validate(self) -> None:
+        _positive(self, "max_steps", "validate_every", "validation_batches", "log_every")
+
+
+@dataclass
+class CPCConfig:
+    """Everything needed to rebuild and retrain a CPC model; saved in every checkpoint."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> CPCConfig:
+        """Check every section; raise :class:`ConfigError` naming the bad key. Returns ``self``."""
+        for section in dataclasses.fields(self):
+            getattr(self, section.name).validate()
+        return self
+
+    # ---- (de)serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), suitable for JSON, YAML and checkpoints."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CPCConfig:
+        """Build from a nested dict; unknown keys and wrong types raise :class:`ConfigError`."""
+        return _build(cls, data, prefix="").validate()
+
+    def save(self, path: str | Path) -> None:
+        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+        path = Path(path)
+        text = (
+            yaml.safe_dump(self.to_dict(), sort_keys=False)
+            if path.suffix in (".yaml", ".yml")
+            else json.dumps(self.to_dict(), indent=2) + "\n"
+        )
+        path.write_text(text)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CPCConfig:
+        """Read a YAML or JSON file written by :meth:`save` (or by hand; partial files are fine)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"cannot read config file {path}: {error}") from None
+        try:
+            data = yaml.safe_load(text) if text.strip() else {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML/JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+    def with_overrides(self, assignments: Iterable[str]) -> CPCConfig:
+        """A copy with ``section.key=value`` assignments applied (values parsed as YAML)."""
+        data = self.to_dict()
+        for assignment in assignments:
+            key, value = _parse_assignment(assignment)
+            section_name, _, field_name = key.partition(".")
+            section = data.get(section_name)
+            if not isinstance(section, dict) or not field_name:
+                raise ConfigError(
+                    f"unknown config key '{key}': use section.key with a section among "
+                    f"{', '.join(data)}{_suggest(key, _all_keys(data))}"
+                )
+            if field_name not in section:
+                raise ConfigError(
+                    f"unknown config key '{key}'; keys of '{section_name}': {', '.join(section)}"
+                    f"{_suggest(key, _all_keys(data))}"
+                )
+            section[field_name] = value
+        return CPCConfig.from_dict(data)
+
+
+def apply_overrides(config: CPCConfig, assignments: Iterable[str]) -> CPCConfig:
+    """Functional form of :meth:`CPCConfig.with_overrides`."""
+    return config.with_overrides(assignments)
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+def _positive(section: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if value <= 0:
+            raise ConfigError(f"{_section_name(section)}.{name} must be > 0, got {value}")
+
+
+def _non_negative(section: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if value < 0:
+            raise ConfigError(f"{_section_name(section)}.{name} must be >= 0, got {value}")
+
+
+_SECTION_NAMES = {
+    EncoderConfig: "encoder",
+    ContextConfig: "context",
+    PredictorConfig: "predictor",
+    OptimConfig: "optim",
+    DataConfig: "data",
+    TrainConfig: "train",
+}
+
+
+def _section_name(section: Any) -> str:
+    return _SECTION_NAMES.get(type(section), type(section).__name__)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _all_keys(data: Mapping[str, Any]) -> list[str]:
+    return [f"{s}.{k}" for s, fields_ in data.items() if isinstance(fields_, dict) for k in fields_]
+
+
+def _suggest(key: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _parse_assignment(assignment: str) -> tuple[str, Any]:
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' must look like section.key=value, e.g. context.hidden_dim=128")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        allowed = ", ".join(known)
+        candidates = [f"{prefix}{name}" for name in known]
+        raise ConfigError(f"unknown config key '{key}'; allowed here: {allowed}{_suggest(key, candidates)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(annotation: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against ``annotation`` and convert lists to tuples; raise ConfigError if wrong."""
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, prefix=f"{key}.")
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is typing.Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, e.g. [{', '.join('1' for _ in args[:2])}]; got {value!r}")
+        item_type = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(item_type, v, key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key} must have {len(args)} entries; got {len(value)}")
+        return tuple(_coerce(a, v, key) for a, v in zip(args, value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false; got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer; got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number; got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string; got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {annotation!r} for {key}")  # internal bug

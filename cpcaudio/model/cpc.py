@@ -1,0 +1,134 @@
+"""``CPCModel``: encoder + context network + prediction heads + InfoNCE, built from a ``CPCConfig``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from cpcaudio.config import CPCConfig
+from cpcaudio.model.context import ContextNetwork, RecurrentState
+from cpcaudio.model.encoder import ConvEncoder
+from cpcaudio.model.heads import PredictionHeads
+from cpcaudio.model.loss import info_nce_loss, sample_negatives
+
+
+@dataclass
+class CPCOutput:
+    """What :meth:`CPCModel.forward` returns.
+
+    Attributes:
+        loss: scalar InfoNCE loss (mean over valid (b, t, k)).
+        step_accuracy: (K,) accuracy of the positive against its negatives per step.
+        step_loss: (K,) InfoNCE per step.
+        latents: (batch, frames, encoder.hidden_dim) z.
+        context: (batch, frames, context.hidden_dim) c.
+        frame_lengths: (batch,) valid frames per sequence.
+    """
+
+    loss: torch.Tensor
+    step_accuracy: torch.Tensor
+    step_loss: torch.Tensor
+    latents: torch.Tensor
+    context: torch.Tensor
+    frame_lengths: torch.Tensor
+
+
+class CPCModel(nn.Module):
+    """Contrastive Predictive Coding (van den Oord et al., 2018) for signals of any rate and channels.
+
+    Example::
+
+        model = CPCModel(CPCConfig())
+        out = model(torch.randn(8, 1, 20480))   # out.loss, out.step_accuracy (12,)
+    """
+
+    def __init__(self, config: Optional[CPCConfig] = None) -> None:
+        super().__init__()
+        self.config = (config or CPCConfig()).validate()
+        self.encoder = ConvEncoder(self.config.encoder)
+        self.context_network = ContextNetwork(self.config.encoder.hidden_dim, self.config.context)
+        self.heads = PredictionHeads(
+            self.config.context.hidden_dim, self.config.encoder.hidden_dim, self.config.predictor
+        )
+
+    # ---- geometry ----------------------------------------------------------------------------------
+    @property
+    def downsample_rate(self) -> int:
+        """Input samples per output frame (160 for the paper's encoder)."""
+        return self.encoder.geometry.hop
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second at ``config.data.sample_rate``."""
+        return self.config.data.sample_rate / self.downsample_rate
+
+    def num_frames(self, num_samples: int) -> int:
+        """Exact number of frames for a signal of ``num_samples`` samples."""
+        return self.encoder.num_frames(num_samples)
+
+    # ---- the three stages --------------------------------------------------------------------------
+    def _as_batch(self, signal: torch.Tensor) -> torch.Tensor:
+        if signal.dim() == 2 and self.config.encoder.in_channels == 1:
+            signal = signal.unsqueeze(1)  # (B, T) -> (B, 1, T)
+        if signal.dim() != 3:
+            raise ValueError(
+                f"expected a signal of shape (batch, channels, time) or (batch, time) for mono, "
+                f"got {tuple(signal.shape)}"
+            )
+        return signal
+
+    def encode(self, signal: torch.Tensor) -> torch.Tensor:
+        """Args: signal (batch, channels, time), or (batch, time) when mono.
+        Returns: latents z (batch, frames, encoder.hidden_dim)."""
+        return self.encoder(self._as_batch(signal)).transpose(1, 2)  # (B, T, C)
+
+    def context(self, latents: torch.Tensor, state: Optional[RecurrentState] = None) -> torch.Tensor:
+        """Args: latents (batch, frames, encoder.hidden_dim). Returns: c (batch, frames, context.hidden_dim)."""
+        context, _ = self.context_network(latents, state)
+        return context
+
+    def forward(
+        self,
+        signal: torch.Tensor,
+        lengths: Optional[torch.Tensor] = None,
+        negative_indices: Optional[torch.Tensor] = None,
+    ) -> CPCOutput:
+        """Encode, summarise, predict and score with InfoNCE.
+
+        Args:
+            signal: (batch, channels, time) or (batch, time) for mono.
+            lengths: (batch,) valid samples per sequence (padding at the end), or None if all valid.
+            negative_indices: (batch, frames, K, N) flat frame indices to use as negatives (a seam for
+                tests); None draws them with ``config.predictor.negative_sampling``.
+
+        Returns:
+            :class:`CPCOutput` with the loss, per-step accuracy and per-step loss.
+        """
+        signal = self._as_batch(signal)
+        latents = self.encode(signal)  # (B, T, C)
+        context = self.context(latents)  # (B, T, H)
+        predictions = self.heads(context)  # (B, T, K, C)
+        batch, frames, _ = latents.shape
+        if lengths is None:
+            frame_lengths = torch.full((batch,), frames, dtype=torch.long, device=latents.device)
+        else:
+            frame_lengths = self.encoder.frame_lengths(lengths.to(latents.device).long()).clamp(max=frames)
+        predictor = self.config.predictor
+        if negative_indices is None:
+            negative_indices = sample_negatives(
+                frame_lengths, frames, predictor.num_steps, predictor.num_negatives, predictor.negative_sampling
+            )
+        result = info_nce_loss(
+            predictions, latents, negative_indices, frame_lengths, predictor.negative_sampling
+        )
+        return CPCOutput(
+            loss=result.loss,
+            step_accuracy=result.step_accuracy,
+            step_loss=result.step_loss,
+            latents=latents,
+            context=context,
+            frame_lengths=frame_lengths,
+        )
