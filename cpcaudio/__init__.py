@@ -11,8 +11,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from cpcaudio.checkpoint import load  # noqa: E402
 from cpcaudio.config import CPCConfig  # noqa: E402
 from cpcaudio.errors import CPCAudioError  # noqa: E402
 from cpcaudio.model import CPCModel, CPCOutput  # noqa: E402
 
-__all__ = ["CPCConfig", "CPCModel", "CPCOutput", "CPCAudioError", "__version__"]
+__all__ = ["load", "CPCConfig", "CPCModel", "CPCOutput", "CPCAudioError", "__version__"]

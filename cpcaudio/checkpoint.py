@@ -1,0 +1,135 @@
+"""Self-describing, atomically written checkpoints that load without unpickling code.
+
+A checkpoint is a ``torch.save`` file holding only tensors and plain Python values (dict, list, str, int,
+float, bool, None), so it loads with ``torch.load(..., weights_only=True)``: a file that holds any other
+pickled object (which could run code) is refused. Layout::
+
+    {
+      "format": "cpcaudio-checkpoint",
+      "format_version": 1,
+      "package_version": "0.1.0",
+      "config": {...},                 # CPCConfig.to_dict()
+      "model": state_dict,
+      "step": int,
+      ...                              # optimizer, scheduler, sampler, rng, metrics: see train.py
+    }
+
+Files are written to a temporary name in the same directory, flushed and fsynced, then renamed over the
+target, so a kill at any moment leaves either the previous file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from cpcaudio.config import CPCConfig
+from cpcaudio.errors import CheckpointError, ConfigError
+
+CHECKPOINT_FORMAT = "cpcaudio-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+
+PathLike = Union[str, os.PathLike]
+
+
+def atomic_write_bytes(path: PathLike, write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: PathLike, payload: dict[str, Any]) -> None:
+    """Atomically save ``payload`` (must contain ``config`` and ``model``) with format headers added."""
+    from cpcaudio import __version__
+
+    record = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "package_version": __version__,
+        **payload,
+    }
+    atomic_write_bytes(path, lambda file: torch.save(record, file))
+
+
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None] = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint without executing any pickled code.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a cpcaudio checkpoint, from another format
+            version, or holds pickled objects other than tensors and plain values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the .pt file written by 'cpcaudio train'")
+    try:
+        record = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"checkpoint {path} holds pickled objects that could run code; refusing to load it "
+            f"({str(error).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a torch file ({str(error).splitlines()[0]}); "
+            "use an intact copy, e.g. the run's last.pt"
+        ) from None
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a cpcaudio checkpoint (no '{CHECKPOINT_FORMAT}' header)")
+    version = record.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}, this cpcaudio reads version "
+            f"{CHECKPOINT_FORMAT_VERSION}; load it with the cpcaudio release that wrote it "
+            f"(package {record.get('package_version', 'unknown')})"
+        )
+    for key in ("config", "model"):
+        if key not in record:
+            raise CheckpointError(f"checkpoint {path} lacks '{key}'; it was not written by cpcaudio train")
+    return record
+
+
+def config_from_checkpoint(record: dict[str, Any], path: PathLike = "checkpoint") -> CPCConfig:
+    """The :class:`CPCConfig` stored in a loaded checkpoint record."""
+    try:
+        return CPCConfig.from_dict(record["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"checkpoint {path} holds an invalid config: {error}") from None
+
+
+def load(path: PathLike, device: Optional[Union[str, torch.device]] = None) -> "torch.nn.Module":
+    """Load a trained :class:`cpcaudio.CPCModel` from a checkpoint, in eval mode, on ``device``.
+
+    Args:
+        path: a checkpoint written by ``cpcaudio train`` (``last.pt``, ``best.pt``, ...).
+        device: where to put the model (default: CUDA if available, else CPU).
+
+    Returns:
+        The model, ready for ``model.extract(...)``.
+    """
+    from cpcaudio.model import CPCModel
+
+    record = load_checkpoint(path)
+    model = CPCModel(config_from_checkpoint(record, path))
+    try:
+        model.load_state_dict(record["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {path} does not match its own config: {error}") from None
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval()
