@@ -202,8 +202,11 @@ class CPCConfig:
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"cannot read config file {path}: {error}") from None
         try:
-            data = yaml.safe_load(text) if text.strip() else {}
-        except yaml.YAMLError as error:
+            if path.suffix == ".json":
+                data = json.loads(text)
+            else:
+                data = yaml.safe_load(text) if text.strip() else {}
+        except (yaml.YAMLError, json.JSONDecodeError) as error:
             raise ConfigError(f"config file {path} is not valid YAML/JSON: {error}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
@@ -348,6 +351,11 @@ def _coerce(annotation: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer; got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number; got {value!r}")
         return float(value)
