@@ -2,18 +2,33 @@
 
 Public API::
 
-    from cpcaudio import CPCConfig, CPCModel
-    model = CPCModel(CPCConfig())
-    output = model(signal)            # signal: (batch, channels, time) -> loss, per-step accuracy/loss
+    import cpcaudio
+    model = cpcaudio.CPCModel(cpcaudio.CPCConfig())
+    output = model(signal)              # signal: (batch, channels, time) -> loss, per-step accuracy/loss
+    model = cpcaudio.load("run/best.pt")  # a trained model, ready for model.extract(...)
+
+Heavy modules (torch) are imported on first use, so ``import cpcaudio`` and the CLI start fast.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from cpcaudio.checkpoint import load  # noqa: E402
-from cpcaudio.config import CPCConfig  # noqa: E402
-from cpcaudio.errors import CPCAudioError  # noqa: E402
-from cpcaudio.model import CPCModel, CPCOutput  # noqa: E402
+_LAZY = {
+    "load": "cpcaudio.checkpoint",
+    "CPCConfig": "cpcaudio.config",
+    "CPCAudioError": "cpcaudio.errors",
+    "CPCModel": "cpcaudio.model",
+    "CPCOutput": "cpcaudio.model",
+}
 
-__all__ = ["load", "CPCConfig", "CPCModel", "CPCOutput", "CPCAudioError", "__version__"]
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cpcaudio' has no attribute {name!r}")
