@@ -1,0 +1,115 @@
+"""``librispeech``: the LibriSpeech layout ``<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``.
+
+Frame labels come from the CPC paper's label file (``converted_aligned_phones.txt``: a line
+``<utterance-id> <label> <label> ...`` per utterance, one integer per 10 ms, 41 classes, 0 = silence),
+given as ``labels`` or found in ``src`` under that name or ``phone_labels.txt``. Those labels were made
+by a Kaldi aligner with 25 ms frames every 10 ms, so an utterance has 1 or 2 labels fewer than 10 ms
+frames; like CPC_audio we give label ``j`` to the 10 ms frame ``j`` and leave the missing end frames
+unlabelled (-1).
+
+Splits come from split lists (one utterance id per line): ``split_lists`` maps a split name to its
+file; by default ``train_split.txt`` and ``test_split.txt`` in ``src`` are used when present.
+Utterances listed nowhere go to ``train`` and are counted as ``not_in_split_lists``. Without any list
+the within-speaker hold-out rule applies.
+
+Utterances with labels but no audio are counted as ``labels_without_audio``, audio without labels as
+``audio_without_labels`` (kept, unlabelled); both are listed in the dataset's report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from cpcaudio.data.labels import read_frame_label_file, read_id_list
+from cpcaudio.data.sources.base import LabelSource, SourcePlan, UtteranceItem, find_audio_files
+from cpcaudio.data.sources.folder import assign_missing_splits
+from cpcaudio.data.splits import DEFAULT_TEST_FRACTION, SPLIT_NAMES
+from cpcaudio.errors import UsageError
+
+LABEL_FILE_NAMES = ("converted_aligned_phones.txt", "phone_labels.txt")
+SPLIT_FILE_NAMES = {"train": "train_split.txt", "test": "test_split.txt"}
+NUM_CLASSES = 41
+
+
+def discover(
+    src: Path,
+    *,
+    labels: Optional[Path] = None,
+    split_lists: Optional[dict[str, Path]] = None,
+    num_classes: int = NUM_CLASSES,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> SourcePlan:
+    """List LibriSpeech utterances, their CPC frame labels and splits.
+
+    Args:
+        src: folder holding the speaker folders (or any folder above them).
+        labels: the CPC frame label file (default: looked up in ``src``).
+        split_lists: split name (``train``/``valid``/``test``) -> id list file (default: looked up).
+        num_classes: number of label classes (ids ``0 .. num_classes - 1``).
+        test_fraction: within-speaker hold-out share when there are no split lists.
+
+    Returns:
+        The plan; ``phone`` vocabulary ``"0" .. str(num_classes - 1)`` when labels are used.
+    """
+    src = Path(src)
+    if labels is None:
+        labels = next((src / n for n in LABEL_FILE_NAMES if (src / n).is_file()), None)
+    if split_lists is None:
+        split_lists = {s: src / n for s, n in SPLIT_FILE_NAMES.items() if (src / n).is_file()}
+    for name in split_lists:
+        if name not in SPLIT_NAMES:
+            raise UsageError(f"split list name {name!r} is not one of {', '.join(SPLIT_NAMES)}")
+    frame_labels = read_frame_label_file(Path(labels)) if labels is not None else {}
+    split_of: dict[str, str] = {}
+    for name, path in split_lists.items():
+        for utterance_id in read_id_list(Path(path)):
+            split_of.setdefault(utterance_id, name)
+    plan = SourcePlan(
+        kind="librispeech",
+        items=[],
+        has_frame_labels=labels is not None,
+        phone_vocabulary=[str(i) for i in range(num_classes)] if labels is not None else None,
+        source={
+            "labels": str(labels) if labels else None,
+            "split_lists": {k: str(v) for k, v in split_lists.items()},
+            "num_classes": num_classes,
+        },
+    )
+    audio_ids = set()
+    without_labels, unlisted = [], []
+    for audio in find_audio_files(src, (".flac", ".wav")):
+        utterance_id = audio.name.split(".")[0]
+        if utterance_id in audio_ids:
+            continue
+        audio_ids.add(utterance_id)
+        label_source = None
+        if utterance_id in frame_labels:
+            label_source = LabelSource(frames=frame_labels[utterance_id])
+        elif labels is not None:
+            without_labels.append(utterance_id)
+        split = split_of.get(utterance_id, "")
+        if split_lists and not split:
+            unlisted.append(utterance_id)
+            split = "train"
+        plan.items.append(
+            UtteranceItem(
+                utterance_id=utterance_id,
+                speaker=utterance_id.split("-")[0],
+                split=split,
+                audio_path=audio,
+                labels=label_source,
+            )
+        )
+    if labels is not None:
+        plan.unmatched["labels_without_audio"] = sorted(set(frame_labels) - audio_ids)
+        plan.unmatched["audio_without_labels"] = without_labels
+    if split_lists:
+        plan.unmatched["not_in_split_lists"] = unlisted
+        plan.unmatched["listed_without_audio"] = sorted(set(split_of) - audio_ids)
+        plan.split_rule = (
+            "split lists " + ", ".join(f"{k}={Path(v).name}" for k, v in split_lists.items())
+            + "; unlisted utterances -> train"
+        )
+    assign_missing_splits(plan, test_fraction)
+    return plan

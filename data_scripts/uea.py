@@ -1,0 +1,36 @@
+"""Prepare a UEA/UCR time-series classification set (multichannel, possibly variable length).
+
+Get the data:
+    Bundled with aeon (``pip install aeon``), no download: BasicMotions, JapaneseVowels, GunPoint,
+    ArrowHead, OSULeaf, ACSF1, PickupGestureWiimoteZ, ItalyPowerDemand. Others: download the set's zip
+    from https://www.timeseriesclassification.com (e.g. ``Multivariate2018_ts.zip``) and pass the folder
+    holding ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts``.
+
+Run:
+    python data_scripts/uea.py BasicMotions data/basicmotions --sample-rate 10
+    python data_scripts/uea.py path/to/Epilepsy/ data/epilepsy
+
+Series are stored as float32 with their class as utterance label ``class`` and the set's own
+train/test split. ``--sample-rate`` only records the rate (BasicMotions: 10 Hz); nothing is resampled.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cpcaudio.data import prepare
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src", help="bundled set name, folder of .ts files, or one .ts file")
+    parser.add_argument("out", help="dataset directory to create")
+    parser.add_argument("--sample-rate", type=int, default=None, help="the series' rate, recorded in meta.json")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args()
+    result = prepare("uea", args.src, args.out, sample_rate=args.sample_rate, overwrite=args.overwrite)
+    print(f"{result.meta['counts']} -> {result.path}")
+
+
+if __name__ == "__main__":
+    main()
