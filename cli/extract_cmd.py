@@ -1,0 +1,87 @@
+"""``cpcaudio extract``: frozen features of a corpus into a resumable, memory-mapped feature store."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cpcaudio.cli.common import stderr_is_terminal, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("extract")(extract)
+
+
+def extract(
+    ctx: typer.Context,
+    checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'cpcaudio train' (e.g. run/last.pt)."),
+    input: Path = typer.Argument(
+        ..., help="A prepared dataset directory, a folder of audio files, or a text file with one audio path per line."
+    ),
+    out: Path = typer.Argument(..., help="Directory of the feature store to write (an unfinished one is resumed)."),
+    layer: str = typer.Option("context", "--layer", help="context (c), encoder (z) or all (z and c concatenated)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, mps ... (default: cuda if available)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Utterances per batch (grouped by similar length)."),
+    npy: bool = typer.Option(False, "--npy", help="Also write one .npy file per utterance under OUT/npy/."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing feature store at OUT."),
+    chunk_seconds: Optional[float] = typer.Option(
+        None, "--chunk-seconds", help="Seconds of signal per chunk for long utterances (default 10; same result)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar and no summary."),
+) -> None:
+    """Extract frozen CPC features of every utterance of INPUT into the feature store OUT.
+
+    OUT gets features.npy (total_frames, dim) float32, utterances.json (ids, speakers, splits, frame offsets
+    and lengths) and meta.json (checkpoint and its sha256, layer, config, frame rate).
+
+    An interrupted run continues where it stopped when the same command is run again.
+    """
+    from cpcaudio.feature_store import extract_to_store
+
+    with user_errors(ctx):
+        bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(unit="utt", desc="extract", disable=not stderr_is_terminal(), dynamic_ncols=True)
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+        try:
+            summary = extract_to_store(
+                checkpoint,
+                input,
+                out,
+                layer=layer,
+                device=device,
+                batch_size=batch_size,
+                npy=npy,
+                overwrite=overwrite,
+                chunk_seconds=chunk_seconds,
+                progress=progress,
+                command=shlex.join(["cpcaudio", *sys.argv[1:]]),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        if quiet:
+            return
+        if summary.already_complete:
+            npy_note = f"; wrote {summary.npy_files_written} .npy files" if summary.npy_files_written else "; nothing to do"
+            typer.echo(f"{out} is already complete ({summary.num_utterances} utterances){npy_note}")
+            return
+        speed = summary.audio_seconds / summary.seconds if summary.seconds > 0 else float("inf")
+        resumed = f", resumed after {summary.resumed_from}" if summary.resumed_from else ""
+        typer.echo(
+            f"wrote {summary.num_utterances} utterances, {summary.total_frames} frames x {summary.dim} ({layer}) "
+            f"to {out}{resumed}; {summary.processed} extracted in {summary.seconds:.1f} s"
+            + (f" ({speed:.1f}x real time)" if summary.resumed_from == 0 else "")
+        )
