@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from cpcaudio import __version__
+from cpcaudio.runtime import keep_freed_memory
 
 app = typer.Typer(
     name="cpcaudio",
@@ -39,13 +40,17 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
+    keep_freed_memory()  # glibc: no page-fault storm every training step (docs/performance.md)
     app()
 
 
 # Each command module exposes ``register(app)``; the order here is the order in ``--help``.
 from cpcaudio.cli import demo_cmd  # noqa: E402
+from cpcaudio.cli import prepare_cmd  # noqa: E402
+from cpcaudio.cli import train_cmd  # noqa: E402
+from cpcaudio.cli import extract_cmd  # noqa: E402
 
-for _module in (demo_cmd,):
+for _module in (prepare_cmd, train_cmd, extract_cmd, demo_cmd):
     _module.register(app)
 
 if __name__ == "__main__":

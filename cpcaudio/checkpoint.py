@@ -10,8 +10,16 @@ pickled object (which could run code) is refused. Layout::
       "package_version": "0.1.0",
       "config": {...},                 # CPCConfig.to_dict()
       "model": state_dict,
-      "step": int,
-      ...                              # optimizer, scheduler, sampler, rng, metrics: see train.py
+      "step": int,                     # optimiser steps completed
+      # written by cpcaudio.train (see its module docstring):
+      "kind": "last" | "best",
+      "optimizer": ..., "scheduler": ..., "scaler": ... | None,   # their state_dicts
+      "world_size": int,
+      "sampler": [state of rank 0, rank 1, ...],                   # WindowSampler.state_dict()
+      "rng": [{"python", "numpy", "torch"[, "cuda"]} per rank],     # capture_rng_state(), plain lists
+      "best": {"step", "loss", "accuracy"} | {},                   # lowest validation loss so far
+      "validation": {"step", "loss", "accuracy", ...} | None,      # the latest validation
+      "dataset": {"path", "num_utterances", "sample_rate", "num_channels"},
     }
 
 Files are written to a temporary name in the same directory, flushed and fsynced, then renamed over the
@@ -22,11 +30,15 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 
 from cpcaudio.config import CPCConfig
@@ -78,15 +90,18 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the .pt file written by 'cpcaudio train'")
     try:
-        record = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files; the error says it all
+            warnings.simplefilter("ignore")
+            record = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        refused = _refused_global(str(error))
         raise CheckpointError(
-            f"checkpoint {path} holds pickled objects that could run code; refusing to load it "
-            f"({str(error).splitlines()[0]})"
+            f"checkpoint {path} holds a pickled object{refused} that could run code when loaded; refusing to "
+            "load it. Use a checkpoint written by 'cpcaudio train' (tensors and plain values only)"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError, TypeError) as error:
         raise CheckpointError(
-            f"checkpoint {path} is truncated or not a torch file ({str(error).splitlines()[0]}); "
+            f"checkpoint {path} is truncated or not a torch file ({_first_line(error)}); "
             "use an intact copy, e.g. the run's last.pt"
         ) from None
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
@@ -102,6 +117,60 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
         if key not in record:
             raise CheckpointError(f"checkpoint {path} lacks '{key}'; it was not written by cpcaudio train")
     return record
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _refused_global(message: str) -> str:
+    """`` (posix.system)`` from torch's "Trying to load unsupported GLOBAL posix.system ..." (or "")."""
+    match = re.search(r"GLOBAL ([\w.]+)", message)
+    return f" ({match.group(1)})" if match else ""
+
+
+def capture_rng_state(device: Optional[Union[str, torch.device]] = None) -> dict[str, Any]:
+    """The global random states of python, numpy, torch (and CUDA when ``device`` is CUDA) as plain values.
+
+    numpy's and python's states are converted to lists of ints so that the result can be stored in a
+    ``weights_only`` checkpoint; :func:`restore_rng_state` converts them back.
+    """
+    version, python_state, gauss = random.getstate()
+    key, numpy_keys, position, has_gauss, cached_gauss = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": list(python_state), "gauss": gauss},
+        "numpy": {
+            "key": key,
+            "state": [int(v) for v in numpy_keys],
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gauss": float(cached_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], device: Optional[Union[str, torch.device]] = None) -> None:
+    """Set the global random states saved by :func:`capture_rng_state`."""
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            numpy["key"],
+            np.asarray(numpy["state"], dtype=np.uint32),
+            numpy["position"],
+            numpy["has_gauss"],
+            numpy["cached_gauss"],
+        )
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), torch.device(device))
 
 
 def config_from_checkpoint(record: dict[str, Any], path: PathLike = "checkpoint") -> CPCConfig:

@@ -27,6 +27,7 @@ from cpcaudio.errors import ConfigError
 from cpcaudio.geometry import default_paddings
 
 Normalization = Literal["batch", "channel", "layer", "none"]
+InputNormalization = Literal["sequence", "none"]
 NegativeSampling = Literal["batch", "same-sequence"]
 ContextKind = Literal["gru", "lstm"]
 HeadKind = Literal["linear", "mlp"]
@@ -46,6 +47,7 @@ class EncoderConfig:
     strides: tuple[int, ...] = (5, 4, 2, 2, 2)  # product = samples per frame (160 = 10 ms at 16 kHz)
     paddings: Optional[tuple[int, ...]] = None  # None: (k - s + 1) // 2 per layer, CPC_audio's (3,2,1,1,1)
     normalization: Normalization = "channel"  # per-time-step across channels (CPC_audio's default)
+    input_normalization: InputNormalization = "sequence"  # standardise each input sequence; "none": raw
 
     def resolved_paddings(self) -> tuple[int, ...]:
         """Paddings actually used (``paddings`` or the default derived from kernels and strides)."""
@@ -151,9 +153,15 @@ class TrainConfig:
     seed: int = 0  # seeds python, numpy and torch
     precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False  # torch.compile the model and loss
+    max_epochs: float = 0.0  # > 0: train this many passes over the training audio instead of max_steps
+    checkpoint_every: int = 0  # steps between last.pt writes; 0: at every validation
+    train_split: str = "train"  # dataset split trained on
+    validation_split: str = "auto"  # held-out split; auto: "valid" if the dataset has one, else "test"
+    sync_batch_norm: bool = False  # under DDP: SyncBatchNorm (all ranks' statistics) instead of per-rank
 
     def validate(self) -> None:
         _positive(self, "max_steps", "validate_every", "validation_batches", "log_every")
+        _non_negative(self, "max_epochs", "checkpoint_every")
 
 
 @dataclass
@@ -207,7 +215,7 @@ class CPCConfig:
             else:
                 data = yaml.safe_load(text) if text.strip() else {}
         except (yaml.YAMLError, json.JSONDecodeError) as error:
-            raise ConfigError(f"config file {path} is not valid YAML/JSON: {error}") from None
+            raise ConfigError(f"config file {path} is not valid YAML/JSON: {_parse_problem(error)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
         try:
@@ -287,6 +295,16 @@ def _all_keys(data: Mapping[str, Any]) -> list[str]:
 def _suggest(key: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _parse_problem(error: Exception) -> str:
+    """One line for a YAML/JSON parse error: what went wrong and where (line, column)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or getattr(error, "msg", None) or str(error).splitlines()[0]
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    line = getattr(error, "lineno", None)
+    return f"{problem} at line {line}, column {getattr(error, 'colno', '?')}" if line else str(problem)
 
 
 def _parse_assignment(assignment: str) -> tuple[str, Any]:

@@ -299,6 +299,7 @@ def extract(
     try:
         with torch.inference_mode():
             tensor, sample_lengths, single = _prepare_input(model, signal, sample_rate, lengths)
+            tensor = model.normalize_input(tensor, sample_lengths)  # whole-signal statistics, before chunking
             states = _extract_states(model, tensor, sample_lengths, layer != "encoder", chunk_frames, output_device)
     finally:
         model.train(was_training)

@@ -12,6 +12,7 @@ from cpcaudio.config import CPCConfig
 from cpcaudio.model.context import ContextNetwork, RecurrentState
 from cpcaudio.model.encoder import ConvEncoder
 from cpcaudio.model.heads import PredictionHeads
+from cpcaudio.model.input_norm import standardize
 from cpcaudio.model.loss import info_nce_loss, sample_negatives
 
 
@@ -80,15 +81,42 @@ class CPCModel(nn.Module):
             )
         return signal
 
-    def encode(self, signal: torch.Tensor) -> torch.Tensor:
-        """Args: signal (batch, channels, time), or (batch, time) when mono.
-        Returns: latents z (batch, frames, encoder.hidden_dim)."""
-        return self.encoder(self._as_batch(signal)).transpose(1, 2)  # (B, T, C)
+    def normalize_input(self, signal: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Apply ``config.encoder.input_normalization`` to (batch, channels, time) with valid ``lengths``.
+
+        ``sequence`` standardises each sequence and channel over its valid samples (training: each
+        window; extraction: the whole signal, before any chunking); ``none`` passes the signal through.
+        """
+        if self.config.encoder.input_normalization == "none":
+            return signal
+        return standardize(signal, lengths)
+
+    def encode(self, signal: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Args: signal (batch, channels, time), or (batch, time) when mono; lengths (batch,) or None.
+        Returns: latents z (batch, frames, encoder.hidden_dim), input normalised per sequence."""
+        signal = self.normalize_input(self._as_batch(signal), lengths)
+        return self.encoder(signal).transpose(1, 2)  # (B, T, C)
 
     def context(self, latents: torch.Tensor, state: Optional[RecurrentState] = None) -> torch.Tensor:
         """Args: latents (batch, frames, encoder.hidden_dim). Returns: c (batch, frames, context.hidden_dim)."""
         context, _ = self.context_network(latents, state)
         return context
+
+    def extract(
+        self,
+        signal: torch.Tensor,
+        sample_rate: int,
+        layer: str = "context",
+        lengths: Optional[torch.Tensor] = None,
+        chunk_seconds: Optional[float] = None,
+        **options,
+    ):
+        """Frozen features of one signal (time,)/(channels, time) or a padded batch (batch, channels, time)
+        with ``lengths`` (tensors or numpy arrays); chunked, resampled, under inference mode. Returns
+        :class:`cpcaudio.features.Features`; see :func:`cpcaudio.features.extract` for every argument."""
+        from cpcaudio.features import extract
+
+        return extract(self, signal, sample_rate, layer=layer, lengths=lengths, chunk_seconds=chunk_seconds, **options)
 
     def forward(
         self,
@@ -108,7 +136,7 @@ class CPCModel(nn.Module):
             :class:`CPCOutput` with the loss, per-step accuracy and per-step loss.
         """
         signal = self._as_batch(signal)
-        latents = self.encode(signal)  # (B, T, C)
+        latents = self.encode(signal, lengths)  # (B, T, C)
         context = self.context(latents)  # (B, T, H)
         predictions = self.heads(context)  # (B, T, K, C)
         batch, frames, _ = latents.shape
