@@ -28,6 +28,7 @@ target, so a kill at any moment leaves either the previous file or the new one, 
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import random
@@ -51,7 +52,11 @@ PathLike = Union[str, os.PathLike]
 
 
 def atomic_write_bytes(path: PathLike, write: Any) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
+
+    Temporary files of ``path`` that an earlier, killed writer left behind are removed once the new
+    file is in place.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -64,6 +69,22 @@ def atomic_write_bytes(path: PathLike, write: Any) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(directory: PathLike) -> list[Path]:
+    """Delete the temporary files (``.NAME.*.tmp``) that writers killed mid-write left in ``directory``.
+
+    Call it when a job (re)starts in ``directory``, before it writes anything: no writer of its own is
+    active then. Returns the removed paths.
+    """
+    removed = []
+    for stale in Path(directory).glob(".*.tmp"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
 
 
 def save_checkpoint(path: PathLike, payload: dict[str, Any]) -> None:
@@ -94,6 +115,11 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
             warnings.simplefilter("ignore")
             record = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        if not _is_pickle(path):
+            raise CheckpointError(
+                f"checkpoint {path} is truncated or not a torch file (no pickle data); use an intact copy, "
+                "e.g. the run's last.pt"
+            ) from None
         refused = _refused_global(str(error))
         raise CheckpointError(
             f"checkpoint {path} holds a pickled object{refused} that could run code when loaded; refusing to "
@@ -117,6 +143,14 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
         if key not in record:
             raise CheckpointError(f"checkpoint {path} lacks '{key}'; it was not written by cpcaudio train")
     return record
+
+
+def _is_pickle(path: Path) -> bool:
+    """A torch file (a zip archive holding a pickle) or a bare pickle (starts with the PROTO opcode)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as file:
+        return file.read(1) == b"\x80"
 
 
 def _first_line(error: BaseException) -> str:
@@ -198,7 +232,12 @@ def load(path: PathLike, device: Optional[Union[str, torch.device]] = None) -> "
     try:
         model.load_state_dict(record["model"])
     except RuntimeError as error:
-        raise CheckpointError(f"checkpoint {path} does not match its own config: {error}") from None
+        details = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = details[1] if len(details) > 1 else _first_line(error)
+        more = f" (and {len(details) - 2} more)" if len(details) > 2 else ""
+        raise CheckpointError(
+            f"checkpoint {path} does not match its own config: {detail}{more}; the file was altered, use an intact copy"
+        ) from None
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -192,14 +193,16 @@ class CPCConfig:
         return _build(cls, data, prefix="").validate()
 
     def save(self, path: str | Path) -> None:
-        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically (temporary file + rename)."""
         path = Path(path)
         text = (
             yaml.safe_dump(self.to_dict(), sort_keys=False)
             if path.suffix in (".yaml", ".yml")
             else json.dumps(self.to_dict(), indent=2) + "\n"
         )
-        path.write_text(text)
+        temporary = path.with_name(f".{path.name}.partial")
+        temporary.write_text(text)
+        os.replace(temporary, path)
 
     @classmethod
     def load(cls, path: str | Path) -> CPCConfig:

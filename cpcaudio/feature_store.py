@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
-import soundfile
 import torch
 
 from cpcaudio.checkpoint import atomic_write_bytes
 from cpcaudio.errors import CheckpointError, DataError, UsageError
+from cpcaudio.resources import check_output_dir
 from cpcaudio.features import LAYERS, extract, resample, resampled_length
 
 PathLike = Union[str, os.PathLike]
@@ -78,6 +78,7 @@ class Source:
         frame_labels: ``frame_labels(i)`` -> int64 labels, one per ``label_hop`` samples, or None.
         label_hop: samples (at the source rate) per frame label, when there are frame labels.
         utterance_labels: name -> one value per utterance (e.g. ``digit``: ids into ``vocabularies``).
+        files: the audio file of each utterance (folders and lists of audio; None for a prepared dataset).
         phone_vocabulary: label index -> symbol, when frame labels are phones.
         vocabularies: label name -> symbols (``phone``, ``speaker``, ``digit``, ``class``, ...).
     """
@@ -91,6 +92,7 @@ class Source:
     utterance_labels: dict[str, list[Any]] = field(default_factory=dict)
     phone_vocabulary: Optional[list[str]] = None
     vocabularies: dict[str, list[str]] = field(default_factory=dict)
+    files: Optional[list[Path]] = None
 
 
 def open_source(path: PathLike) -> Source:
@@ -102,9 +104,11 @@ def open_source(path: PathLike) -> Source:
     Raises:
         DataError: the path does not exist, holds no audio, or an audio file is unreadable.
     """
+    from cpcaudio.data.format import is_unfinished_dataset
+
     path = Path(path)
-    if path.is_dir() and (path / "meta.json").is_file():
-        return _prepared_source(path)
+    if path.is_dir() and ((path / "meta.json").is_file() or is_unfinished_dataset(path)):
+        return _prepared_source(path)  # an unfinished one: PreparedDataset.open says so
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
         if not files:
@@ -130,26 +134,29 @@ def open_source(path: PathLike) -> Source:
 
 
 def _audio_source(kind: str, path: Path, files: list[Path], ids: list[str]) -> Source:
+    from cpcaudio.data.audio import audio_info, display_path, is_utf8_name, read_audio
+
     seen: dict[str, Path] = {}
     utterances = []
     for file, utterance_id in zip(files, ids):
+        if not is_utf8_name(utterance_id):
+            raise DataError(
+                f"{display_path(file)}: the file name is not valid UTF-8; rename it "
+                "(e.g. with convmv -f latin1 -t utf8)"
+            )
         if utterance_id in seen:
             raise DataError(f"{seen[utterance_id]} and {file} give the same utterance id {utterance_id!r}; rename one")
         seen[utterance_id] = file
-        try:
-            info = soundfile.info(str(file))
-        except (RuntimeError, OSError, soundfile.LibsndfileError) as error:
-            raise DataError(f"cannot read audio file {file}: {error}") from None
-        utterances.append(Utterance(utterance_id, int(info.frames), int(info.samplerate), int(info.channels)))
+        if not file.is_file():
+            raise DataError(f"audio file {file} (listed in {path}) does not exist; correct the list")
+        rate, channels, frames = audio_info(file)  # DataError for empty, unreadable and truncated files
+        utterances.append(Utterance(utterance_id, frames, rate, channels))
 
     def read(i: int) -> np.ndarray:
-        try:
-            data, _ = soundfile.read(str(files[i]), dtype="float32", always_2d=True)  # (T, C)
-        except (RuntimeError, OSError, soundfile.LibsndfileError) as error:
-            raise DataError(f"cannot read audio file {files[i]}: {error}") from None
+        data, _ = read_audio(files[i])  # (T, C) float32; DataError for unreadable, NaN or infinite samples
         return np.ascontiguousarray(data.T)
 
-    return Source(kind=kind, path=path, utterances=utterances, read=read)
+    return Source(kind=kind, path=path, utterances=utterances, read=read, files=list(files))
 
 
 def _prepared_source(path: Path) -> Source:
@@ -338,6 +345,10 @@ def _prepare_out(out: Path, request: dict[str, Any], overwrite: bool) -> str:
     if not out.exists() or not any(out.iterdir()):
         return "fresh"
     names = {p.name for p in out.iterdir()}
+    if all(name.startswith(".") and name.endswith(".tmp") for name in names):
+        for name in names:  # a run killed while writing its first file
+            (out / name).unlink()
+        return "fresh"
     ours = (_META in names or _PLAN in names) and names <= _OWN_NAMES | {n for n in names if n.startswith(".")}
     if not ours:
         raise UsageError(
@@ -417,6 +428,7 @@ def extract_to_store(
                 f"model takes {in_channels}"
             )
     model_samples = [resampled_length(u.num_samples, u.sample_rate, model_rate) for u in source.utterances]
+    _check_lengths(model, source, model_samples)
     frame_lengths = np.array([model.num_frames(n) for n in model_samples], dtype=np.int64)
     frame_offsets = np.concatenate([[0], np.cumsum(frame_lengths)[:-1]]).astype(np.int64)
     total_frames = int(frame_lengths.sum())
@@ -437,7 +449,10 @@ def extract_to_store(
         ).hexdigest(),
     }
     audio_seconds = float(sum(u.num_samples / u.sample_rate for u in source.utterances))
+    check_output_dir(out, "feature store directory")
     state = _prepare_out(out, request, overwrite)
+    if state != "complete":
+        _check_resources(model, out, model_samples, batch_size, chunk_seconds, total_frames, dim, npy)
     if state == "complete":
         (out / _PROGRESS).unlink(missing_ok=True)
         (out / _PLAN).unlink(missing_ok=True)
@@ -474,6 +489,7 @@ def extract_to_store(
             _write_npy(out / _LABELS, labels)
         if total_frames:
             np.lib.format.open_memmap(out / _PARTIAL, mode="w+", dtype=np.float32, shape=(total_frames, dim)).flush()
+            _reserve(out / _PARTIAL)
         else:  # numpy cannot memory-map an empty array
             _write_npy(out / _PARTIAL, np.zeros((0, dim), dtype=np.float32))
         _write_json(out / _PROGRESS, {"completed": 0})
@@ -486,7 +502,13 @@ def extract_to_store(
             progress(completed, len(order))
         while completed < len(order):
             batch = order[completed : completed + batch_size]
-            _extract_batch(model, source, batch, layer, chunk_seconds, features, frame_offsets, frame_lengths)
+            try:
+                _extract_batch(model, source, batch, layer, chunk_seconds, features, frame_offsets, frame_lengths)
+            except DataError as error:
+                raise DataError(
+                    f"{error}. The {completed} utterances extracted before it are kept in {out} (unfinished): "
+                    "rerun the same command once the file is replaced, or add --overwrite once it is removed"
+                ) from None
             if features is not None:
                 features.flush()
             completed += len(batch)
@@ -525,6 +547,70 @@ def extract_to_store(
     (out / _PLAN).unlink(missing_ok=True)
     return ExtractionSummary(out, len(source.utterances), total_frames, dim, audio_seconds, resumed_from,
                              len(order) - resumed_from, time.perf_counter() - started, npy_files_written=written)
+
+
+def _check_lengths(model: Any, source: Source, model_samples: Sequence[int]) -> None:
+    """Refuse utterances too short to give a single frame (e.g. a 1-sample file): they would be silently
+    missing from every later step. Shorter than the receptive field but with frames is fine: those frames
+    see the same zero padding as when the utterance is processed whole."""
+    receptive_field = model.encoder.geometry.receptive_field
+    for index, (utterance, samples) in enumerate(zip(source.utterances, model_samples)):
+        if model.num_frames(samples) == 0:
+            fix = "prepare the dataset again without it" if source.kind == "prepared" else "remove it from the input"
+            where = (
+                str(source.files[index]) if source.files is not None else f"utterance {utterance.id!r} of {source.path}"
+            )
+            raise DataError(
+                f"{where} has {utterance.num_samples} samples at "
+                f"{utterance.sample_rate} Hz ({samples} at the model's rate), too short for a single frame of "
+                f"this model (receptive field {receptive_field} samples); {fix}"
+            )
+
+
+def _check_resources(
+    model: Any,
+    out: Path,
+    model_samples: Sequence[int],
+    batch_size: int,
+    chunk_seconds: Optional[float],
+    total_frames: int,
+    dim: int,
+    npy: bool,
+) -> None:
+    """Memory of the largest batch and disk for the features (what is not written yet), before any work."""
+    from cpcaudio.features import DEFAULT_CHUNK_SECONDS, WHOLE, chunk_frames_for
+    from cpcaudio.resources import check_disk_space, check_extraction_fits
+
+    if not model_samples:
+        return
+    config = model.config
+    hop = model.encoder.geometry.hop
+    seconds = DEFAULT_CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
+    chunk_frames = chunk_frames_for(seconds, config.data.sample_rate, hop)
+    chunk_samples = None if chunk_frames >= WHOLE else chunk_frames * hop + model.encoder.geometry.receptive_field
+    device = next(model.parameters()).device
+    check_extraction_fits(config, max(model_samples), min(batch_size, len(model_samples)), device, chunk_samples)
+    needed = total_frames * dim * 4 * (2 if npy else 1) + total_frames * 8  # features (+ .npy copies), labels
+    partial = out / _PARTIAL
+    if partial.is_file():
+        needed -= partial.stat().st_blocks * 512  # already reserved by the interrupted run
+    check_disk_space(out, needed, "the feature store", "free some space or choose another output directory")
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of a freshly created (sparse) memory-mapped file, so that a full disk is
+    an error now rather than a crash (SIGBUS) when a page is written through the memory map later."""
+    from cpcaudio.resources import disk_full_error, is_disk_full
+
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as file:
+        try:
+            os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+        except OSError as error:
+            if is_disk_full(error):
+                raise disk_full_error(path.parent, error, "the feature store") from None
+            # EINVAL/EOPNOTSUPP: the file system cannot reserve space; carry on without.
 
 
 def _package_version() -> str:

@@ -65,6 +65,7 @@ import torch
 from torch import nn
 
 from cpcaudio.checkpoint import (
+    atomic_write_bytes,
     capture_rng_state,
     config_from_checkpoint,
     load_checkpoint,
@@ -343,9 +344,12 @@ class _Trainer:
     ) -> None:
         from cpcaudio.data import PreparedDataset
 
+        from cpcaudio.resources import check_output_dir
+
         self.context = context
         self.device = context.device
         self.out_dir = Path(out_dir)
+        check_output_dir(self.out_dir, "run directory")
         self.progress = progress if context.is_main else None
         self.dataset = PreparedDataset.open(dataset_path)
         self.dataset_path = Path(dataset_path)
@@ -365,6 +369,18 @@ class _Trainer:
         self.train_split = self.config.train.train_split
         self.validation_split = self._validation_split()
         self.max_steps = self._max_steps()
+        self._check_resources()
+
+    def _check_resources(self) -> None:
+        """Refuse, before any work, a window longer than every utterance or a batch that cannot fit."""
+        from cpcaudio.checkpoint import remove_stale_temporaries
+        from cpcaudio.resources import check_dataset_covers_window, check_training_fits
+
+        lengths = np.asarray(self.dataset.lengths)[self.dataset.indices(self.train_split)]
+        check_dataset_covers_window(lengths, self.config, self.train_split, self.dataset_path)
+        check_training_fits(self.config, self.device, self.out_dir if self.context.is_main else None)
+        if self.context.is_main and self.out_dir.is_dir():
+            remove_stale_temporaries(self.out_dir)  # leftovers of a write killed mid-way
 
     # ---- set-up ---------------------------------------------------------------------------------------
     def _existing_run(self, resume: bool, overwrite: bool) -> Optional[dict[str, Any]]:
@@ -868,8 +884,8 @@ class _RunLog:
             file.write(trainer.command + "\n")
         self.metrics_path = out_dir / METRICS_FILE
         kept = _read_metrics(self.metrics_path, max_step=start_step) if start_step > 0 else []
-        with open(self.metrics_path, "w") as file:
-            file.writelines(json.dumps(record) + "\n" for record in kept)
+        text = "".join(json.dumps(record) + "\n" for record in kept).encode()
+        atomic_write_bytes(self.metrics_path, lambda file: file.write(text))  # a kill here loses nothing
         self.file = open(self.metrics_path, "a")
         from torch.utils.tensorboard import SummaryWriter
 

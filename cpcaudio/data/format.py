@@ -54,8 +54,20 @@ def _known_entries() -> set[str]:
     return set(DATASET_FILES) | {partial_name(n) for n in DATASET_FILES} | {SCRATCH_DIR}
 
 
+def is_unfinished_dataset(out: Path) -> bool:
+    """Whether ``out`` holds only what an interrupted preparation leaves: dataset files and their
+    temporary names, but no ``meta.json`` (so it never opened as a dataset). Running ``prepare`` again
+    replaces it without ``--overwrite``."""
+    out = Path(out)
+    if not out.is_dir():
+        return False
+    entries = {p.name for p in out.iterdir()}
+    return bool(entries) and META_FILE not in entries and entries <= _known_entries()
+
+
 def prepare_output_dir(out: Path, overwrite: bool) -> None:
-    """Make ``out`` ready for a new dataset: create it, or clear a previous dataset when ``overwrite``.
+    """Make ``out`` ready for a new dataset: create it, or clear a previous dataset when ``overwrite``
+    (or the remains of an interrupted preparation, see :func:`is_unfinished_dataset`).
 
     Only files a dataset consists of are ever removed: a directory holding anything else is refused,
     so ``--overwrite`` pointed at the wrong folder cannot delete unrelated data.
@@ -65,7 +77,7 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
         raise UsageError(f"{out} exists and is not a directory; choose another output path")
     entries = sorted(p.name for p in out.iterdir()) if out.exists() else []
     if entries:
-        if not overwrite:
+        if not overwrite and not is_unfinished_dataset(out):
             raise UsageError(f"{out} is not empty; pass --overwrite to replace the dataset there")
         foreign = [name for name in entries if name not in _known_entries()]
         if foreign:

@@ -136,20 +136,29 @@ def read_frame_label_file(path: Path) -> dict[str, np.ndarray]:
         handle = open(path, encoding="utf-8")
     except OSError as error:
         raise DataError(f"{path}: cannot read label file ({error})") from None
+    line_number = 0
     with handle:
-        for line_number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                values = np.array([int(v) for v in fields[1:]], dtype=np.int64)
-            except ValueError:
-                raise DataError(
-                    f"{path}:{line_number}: labels of {fields[0]!r} must be integers (one per frame)"
-                ) from None
-            if fields[0] in labels:
-                raise DataError(f"{path}:{line_number}: utterance {fields[0]!r} is listed twice")
-            labels[fields[0]] = values
+        try:
+            for line_number, line in enumerate(handle, start=1):
+                fields = line.split()
+                if not fields:
+                    continue
+                try:
+                    values = np.array([int(v) for v in fields[1:]], dtype=np.int64)
+                except ValueError:
+                    raise DataError(
+                        f"{path}:{line_number}: labels of {fields[0]!r} must be integers (one per frame)"
+                    ) from None
+                if fields[0] in labels:
+                    raise DataError(
+                        f"{path}:{line_number}: utterance {fields[0]!r} is listed twice; keep one line per utterance"
+                    )
+                labels[fields[0]] = values
+        except UnicodeDecodeError:
+            raise DataError(
+                f"{path}:{line_number + 1}: not UTF-8 text; is this the frame label file (one "
+                "'<utterance-id> <label> <label> ...' line per utterance)?"
+            ) from None
     if not labels:
         raise DataError(f"{path}: label file is empty")
     return labels

@@ -5,13 +5,17 @@ check, mix down, resample (soxr) and label each one; the main process appends th
 dataset files and publishes the dataset atomically. The source corpus is only ever read.
 
 Checks made on every utterance (each failure is one line naming the file and the problem):
-unreadable or corrupt audio, an empty file, NaN or infinite samples, a sample rate other than the
-dataset's when no resampling was asked for (``sample_rate=None`` keeps the first file's rate), a
+unreadable, corrupt or truncated audio, an empty file, NaN or infinite samples, audio shorter than the
+default encoder's receptive field (465 samples), a file name that is not UTF-8, an utterance id that
+occurs twice, a sample rate other than the dataset's when no resampling was asked for
+(``sample_rate=None`` keeps the first file's rate), a
 channel count other than the dataset's when channels are kept, labels that end more than
 ``label_tolerance`` label frames (default 2, i.e. 20 ms for audio) before or after the audio, frame
 label files whose count differs from ``floor(samples / label_hop)`` by more than that, and phone
 symbols outside a fixed phone set. ``on_error="fail"`` (default) stops at the first problem and removes
 everything written so far; ``on_error="skip"`` leaves the file out and lists it in ``report.json``.
+Before anything is written, the output folder must be creatable and writable and the dataset's size
+(from the audio headers) must fit on its disk (:mod:`cpcaudio.resources`).
 """
 
 from __future__ import annotations
@@ -31,21 +35,31 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from cpcaudio.data.alignment import NO_LABEL, num_label_frames, segment_index_per_frame
-from cpcaudio.data.audio import audio_info, convert_signal, read_audio, to_int16
+from cpcaudio.data.audio import audio_info, convert_signal, display_path, is_utf8_name, read_audio, to_int16
 from cpcaudio.data.format import (
     FORMAT_VERSION,
     SCRATCH_DIR,
     DatasetWriter,
+    is_unfinished_dataset,
     prepare_output_dir,
 )
 from cpcaudio.data.labels import read_segment_file, read_textgrid
 from cpcaudio.data.sources import READERS, SourcePlan, UtteranceItem
+from cpcaudio.config import EncoderConfig
 from cpcaudio.errors import DataError, UsageError
+from cpcaudio.geometry import frame_geometry
+from cpcaudio.resources import check_disk_space, check_output_dir, checks_skipped, disk_full_error, is_disk_full
 
 ON_ERROR_CHOICES = ("fail", "skip")
 DEFAULT_LABEL_TOLERANCE = 2  # label frames (20 ms for audio)
 LABEL_FRAME_SECONDS = 0.01  # audio: one frame label per 10 ms
 KINDS: tuple[str, ...] = tuple(READERS)
+# Audio shorter than the receptive field of the default encoder (465 samples, 29 ms at 16 kHz) cannot fill
+# one frame's view of the signal: a recording that short is broken, and is refused like a corrupt one.
+_DEFAULT_ENCODER = EncoderConfig()
+MIN_AUDIO_SAMPLES = frame_geometry(
+    _DEFAULT_ENCODER.kernel_sizes, _DEFAULT_ENCODER.strides, _DEFAULT_ENCODER.resolved_paddings()
+).receptive_field
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -147,7 +161,9 @@ def prepare(
         for origin, problem in plan.rejected:
             _handle_failure(on_error, skipped, origin, f"{origin}: {problem}")
         items = plan.items[:limit] if limit is not None else list(plan.items)
+        items = _check_names(items, on_error, skipped)
         settings, items = _settings(plan, items, sample_rate, mono, label_tolerance, on_error, skipped)
+        _check_disk(out, items, settings, plan)
         writer = DatasetWriter(
             out,
             signal_dtype="int16" if plan.signal_kind == "audio" else "float32",
@@ -170,9 +186,14 @@ def prepare(
                     labels = None
                     if plan.has_frame_labels:
                         labels = vocabulary.to_ids(result.label_codes, result.label_symbols)
-                    writer.add(
-                        item.utterance_id, item.speaker, item.split, result.signal, labels, item.utterance_labels
-                    )
+                    try:
+                        writer.add(
+                            item.utterance_id, item.speaker, item.split, result.signal, labels, item.utterance_labels
+                        )
+                    except OSError as error:
+                        if is_disk_full(error):
+                            raise disk_full_error(out, error, "the prepared dataset") from None
+                        raise
                     kept.append(item)
                 if progress is not None:
                     progress(done, total)
@@ -194,7 +215,12 @@ def prepare(
             "skipped": skipped,
             **{name: values for name, values in plan.unmatched.items()},
         }
-        writer.finish(meta, report)
+        try:
+            writer.finish(meta, report)
+        except OSError as error:
+            if is_disk_full(error):
+                raise disk_full_error(out, error, "the prepared dataset") from None
+            raise
         writer = None
     except BaseException:
         if writer is not None:
@@ -241,8 +267,9 @@ def _check_source_and_output(kind: str, src: Any, out: Path, overwrite: bool) ->
     """The source as a path (``None`` when it is not one), after checking ``out`` is usable."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory; choose another output path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(out.iterdir()) and not overwrite and not is_unfinished_dataset(out):
         raise UsageError(f"{out} is not empty; pass --overwrite to replace the dataset there")
+    check_output_dir(out, "dataset directory")
     if kind == "synthetic" or src is None:
         return None
     source = Path(src)
@@ -277,7 +304,53 @@ def _num_workers(workers: Optional[int]) -> int:
 def _handle_failure(on_error: str, skipped: list[dict[str, str]], origin: str, problem: str) -> None:
     if on_error == "fail":
         raise DataError(f"{problem} (use --on-error skip to leave such files out)")
-    skipped.append({"file": origin, "problem": problem})
+    skipped.append({"file": display_path(origin), "problem": problem})
+
+
+def _check_names(items: list[UtteranceItem], on_error: str, skipped: list[dict[str, str]]) -> list[UtteranceItem]:
+    """Leave out (or refuse) files whose name is not UTF-8 and utterance ids that occur twice."""
+    kept: list[UtteranceItem] = []
+    first_origin: dict[str, str] = {}
+    for item in items:
+        origin = display_path(item.origin)
+        if not all(is_utf8_name(text) for text in (item.utterance_id, item.speaker)):  # both are stored as text
+            _handle_failure(
+                on_error, skipped, item.origin,
+                f"{origin}: the file name is not valid UTF-8; rename it (e.g. with convmv -f latin1 -t utf8)",
+            )
+            continue
+        if item.utterance_id in first_origin:
+            _handle_failure(
+                on_error, skipped, item.origin,
+                f"{origin}: utterance id {item.utterance_id!r} is also the id of {first_origin[item.utterance_id]}; "
+                "ids must be unique, rename or remove one of the two",
+            )
+            continue
+        first_origin[item.utterance_id] = origin
+        kept.append(item)
+    return kept
+
+
+def _check_disk(out: Path, items: list[UtteranceItem], settings: _Settings, plan: SourcePlan) -> None:
+    """Refuse to start when the dataset's arrays cannot fit on the output disk (sizes from file headers)."""
+    if checks_skipped():
+        return
+    itemsize = 2 if settings.signal_kind == "audio" else 4
+    needed = 0
+    for item in items:
+        if item.array is not None:
+            samples = int(np.asarray(item.array).shape[-1])
+        else:
+            try:
+                rate, _, frames = audio_info(item.audio_path)
+            except DataError:
+                continue  # reported when the file is read
+            target = settings.target_rate or rate
+            samples = -(-frames * target // rate)
+        needed += samples * settings.num_channels * itemsize + 128  # + one index row
+        if plan.has_frame_labels:
+            needed += 2 * (-(-samples // settings.label_hop))
+    check_disk_space(out, needed, "the prepared dataset", "free some space or choose another output directory")
 
 
 # ---- per-utterance work (runs in worker processes) ---------------------------------------------------
@@ -296,6 +369,7 @@ class _Settings:
     symbol_map: Optional[dict] = None  # source symbol -> stored symbol (None = no label)
     fixed_symbols: Optional[frozenset] = None  # fixed phone set (unknown symbols are errors)
     num_fixed_ids: int = 0  # ready-made frame labels must be < this
+    min_samples: int = 0  # shorter signals (after resampling) are refused
 
 
 @dataclass
@@ -336,7 +410,12 @@ def _settings(
             _handle_failure(on_error, skipped, item.origin, str(error))
             remaining.pop(0)
     else:
-        raise DataError(f"no usable utterances found by the {plan.kind} reader")
+        unmatched = "; ".join(f"{name}: {len(values)}" for name, values in plan.unmatched.items() if values)
+        raise DataError(
+            f"no usable utterances found by the {plan.kind} reader"
+            + (f" ({unmatched}, see the lists and label files given)" if unmatched else "")
+            + "; check the source path and the kind"
+        )
     if plan.signal_kind == "timeseries":
         dataset_rate, target_rate, label_hop = int(sample_rate or plan.sample_rate or 1), None, 1
         num_channels = channels
@@ -358,6 +437,7 @@ def _settings(
         symbol_map=plan.symbol_map,
         fixed_symbols=frozenset(fixed) if fixed is not None and plan.symbol_map is None else None,
         num_fixed_ids=len(fixed) if fixed is not None else 0,
+        min_samples=MIN_AUDIO_SAMPLES if plan.signal_kind == "audio" else 1,
     )
     return settings, remaining
 
@@ -380,6 +460,12 @@ def _load_utterance(numbered: tuple[int, UtteranceItem], settings: _Settings) ->
                 "pass --mono to mix every file down to one channel"
             )
         signal = to_int16(convert_signal(samples, rate, settings.target_rate, settings.mono, item.audio_path))
+        if signal.shape[0] < settings.min_samples:
+            raise DataError(
+                f"{display_path(item.audio_path)}: only {signal.shape[0]} samples "
+                f"({1000 * signal.shape[0] / settings.dataset_rate:.1f} ms), shorter than the "
+                f"{settings.min_samples}-sample receptive field of the default encoder; remove the file"
+            )
         if not settings.has_frame_labels:
             return _Loaded(position, signal)
         codes, symbols = _utterance_frame_labels(item, signal.shape[0], rate, settings)

@@ -49,6 +49,6 @@ def within_speaker_split(
         if test_fraction > 0 and count >= 2:
             num_test = max(num_test, 1)
         num_test = min(num_test, count - 1)
-        ordered = sorted(ids, key=lambda u: (hashlib.sha1(f"cpcaudio-split:{u}".encode()).hexdigest(), u))
+        ordered = sorted(ids, key=lambda u: (hashlib.sha1(f"cpcaudio-split:{u}".encode("utf-8", "surrogateescape")).hexdigest(), u))
         held_out.update(ordered[:num_test])
     return ["test" if u in held_out else "train" for u in utterance_ids]

@@ -128,6 +128,8 @@ def _read_file_list(path: Path) -> tuple[list[dict[str, str]], tuple[str, ...]]:
                     f"{path}: a file list needs a header row with a 'path' column (found: {', '.join(fields)})"
                 )
             rows = [{k: (v or "").strip() for k, v in row.items()} for row in reader]
-    except OSError as error:
-        raise DataError(f"{path}: cannot read file list ({error})") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(
+            f"{path}: cannot read file list ({error}); give a UTF-8 CSV/TSV file with a header row"
+        ) from None
     return rows, tuple(f for f in fields if f not in _RESERVED)

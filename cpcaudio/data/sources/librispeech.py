@@ -25,7 +25,7 @@ from cpcaudio.data.labels import read_frame_label_file, read_id_list
 from cpcaudio.data.sources.base import LabelSource, SourcePlan, UtteranceItem, find_audio_files
 from cpcaudio.data.sources.folder import assign_missing_splits
 from cpcaudio.data.splits import DEFAULT_TEST_FRACTION, SPLIT_NAMES
-from cpcaudio.errors import UsageError
+from cpcaudio.errors import DataError, UsageError
 
 LABEL_FILE_NAMES = ("converted_aligned_phones.txt", "phone_labels.txt")
 SPLIT_FILE_NAMES = {"train": "train_split.txt", "test": "test_split.txt"}
@@ -64,7 +64,12 @@ def discover(
     split_of: dict[str, str] = {}
     for name, path in split_lists.items():
         for utterance_id in read_id_list(Path(path)):
-            split_of.setdefault(utterance_id, name)
+            other = split_of.setdefault(utterance_id, name)
+            if other != name:
+                raise DataError(
+                    f"{path}: utterance {utterance_id!r} is also in the {other} split list "
+                    f"({split_lists[other]}); an utterance may be in one split only, remove it from one list"
+                )
     plan = SourcePlan(
         kind="librispeech",
         items=[],
@@ -76,13 +81,13 @@ def discover(
             "num_classes": num_classes,
         },
     )
-    audio_ids = set()
+    audio_ids: dict[str, Path] = {}
     without_labels, unlisted = [], []
     for audio in find_audio_files(src, (".flac", ".wav")):
         utterance_id = audio.name.split(".")[0]
-        if utterance_id in audio_ids:
-            continue
-        audio_ids.add(utterance_id)
+        if utterance_id in audio_ids and audio_ids[utterance_id].parent == audio.parent:
+            continue  # the same utterance in another format beside it (x.flac and x.wav): keep the first
+        audio_ids.setdefault(utterance_id, audio)  # one in another folder: prepare refuses the duplicate id
         label_source = None
         if utterance_id in frame_labels:
             label_source = LabelSource(frames=frame_labels[utterance_id])
@@ -102,11 +107,16 @@ def discover(
             )
         )
     if labels is not None:
-        plan.unmatched["labels_without_audio"] = sorted(set(frame_labels) - audio_ids)
+        plan.unmatched["labels_without_audio"] = sorted(set(frame_labels) - set(audio_ids))
         plan.unmatched["audio_without_labels"] = without_labels
+    if split_lists and audio_ids and not set(split_of) & set(audio_ids):
+        raise DataError(
+            f"the split lists ({', '.join(str(p) for p in split_lists.values())}) name none of the "
+            f"{len(audio_ids)} utterances found in {src}; give the lists that belong to this corpus"
+        )
     if split_lists:
         plan.unmatched["not_in_split_lists"] = unlisted
-        plan.unmatched["listed_without_audio"] = sorted(set(split_of) - audio_ids)
+        plan.unmatched["listed_without_audio"] = sorted(set(split_of) - set(audio_ids))
         plan.split_rule = (
             "split lists " + ", ".join(f"{k}={Path(v).name}" for k, v in split_lists.items())
             + "; unlisted utterances -> train"

@@ -133,7 +133,12 @@ def _phone_set(phone_set: Union[Path, str, Sequence[str], None]) -> Optional[lis
     if phone_set is None:
         return None
     if isinstance(phone_set, (str, Path)) and Path(phone_set).is_file():
-        lines = Path(phone_set).read_text(encoding="utf-8").splitlines()
+        try:
+            lines = Path(phone_set).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise DataError(
+                f"{phone_set}: cannot read the phone set ({error}); give a UTF-8 file, one symbol per line"
+            ) from None
         symbols = [line.split()[0] for line in lines if line.strip()]
     elif isinstance(phone_set, str):
         symbols = [s.strip() for s in phone_set.split(",") if s.strip()]

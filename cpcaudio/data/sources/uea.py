@@ -113,4 +113,6 @@ def _read_ts(path: Path, load_from_ts_file) -> tuple[list, np.ndarray]:
         series, classes = load_from_ts_file(str(path))
     except Exception as error:  # aeon raises IOError/ValueError/TypeError on malformed files
         raise DataError(f"{path}: cannot read .ts file ({error})") from None
+    if len(series) == 0:
+        raise DataError(f"{path}: no series found; is it a .ts file (a @data section with one series per line)?")
     return list(series), np.asarray(classes)
