@@ -49,8 +49,9 @@ from cpcaudio.cli import demo_cmd  # noqa: E402
 from cpcaudio.cli import prepare_cmd  # noqa: E402
 from cpcaudio.cli import train_cmd  # noqa: E402
 from cpcaudio.cli import extract_cmd  # noqa: E402
+from cpcaudio.cli import probe_cmd  # noqa: E402
 
-for _module in (prepare_cmd, train_cmd, extract_cmd, demo_cmd):
+for _module in (prepare_cmd, train_cmd, extract_cmd, probe_cmd, demo_cmd):
     _module.register(app)
 
 if __name__ == "__main__":

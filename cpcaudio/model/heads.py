@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from cpcaudio.config import PredictorConfig
+from cpcaudio.model.cpu_kernels import linear
 
 
 class PredictionHeads(nn.Module):
@@ -35,9 +36,10 @@ class PredictionHeads(nn.Module):
         """Args: context (batch, frames, context_dim). Returns: predictions (batch, frames, K, latent_dim),
         where ``[:, t, k - 1]`` predicts z_{t+k}."""
         batch, frames, _ = context.shape
+        rows = context.reshape(batch * frames, -1)  # (B*T, H)
         if self.kind == "linear":
-            out = self.projection(context)  # (B, T, K*C)
+            out = linear(rows, self.projection.weight, self.projection.bias)  # (B*T, K*C)
         else:
-            hidden = torch.relu(self.hidden(context))  # (B, T, K*H)
-            out = self.output(hidden.reshape(batch * frames, -1, 1))  # (B*T, K*C, 1)
+            hidden = torch.relu(linear(rows, self.hidden.weight, self.hidden.bias))  # (B*T, K*Hh)
+            out = self.output(hidden.unsqueeze(-1))  # (B*T, K*C, 1)
         return out.reshape(batch, frames, self.num_steps, self.latent_dim)  # (B, T, K, C)

@@ -21,10 +21,13 @@ Definitions (CPC paper, eq. 4, with the choices written out):
 * The **accuracy** of step k is the fraction of valid (b, t) where the positive has the highest score
   (``argmax == 0``; a tie with a negative counts as correct, as in CPC_audio).
 
-Memory: scores are computed as one matrix product of the predictions against the whole pool, one step at
-a time, and then gathered at the sampled indices; the (batch, time, step, negatives, channels) tensor of
-negative latents that CPC_audio materialises is never built. The transient score matrix per step is
-(B*T) x (B*T) floats for ``batch`` and B x T x T for ``same-sequence``.
+Memory and speed: scores are computed as one matrix product of the predictions against the whole pool,
+one step at a time, and the positive and the negatives are then gathered from it; the (batch, time,
+step, negatives, channels) tensor of negative latents that CPC_audio materialises is never built. The
+transient score matrix per step is (B*T) x (B*T) floats for ``batch`` and B x T x T for
+``same-sequence``. The dense product does (B*T) / (1 + N) times the strictly needed multiply-adds (8x
+for the paper's config), but at matrix-multiply speed on cache-resident operands, which beats gathering
+N latents per position by far (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch.nn import functional as F
+
+from cpcaudio.model.cpu_kernels import linear
 
 NEGATIVE_SAMPLING_MODES = ("batch", "same-sequence")
 
@@ -126,43 +130,41 @@ def sample_negatives(
     return valid_flat[rank]
 
 
-def _positive_scores(predictions: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-    """Scores of each prediction against its own target: (B, T, K); 0 where t + k >= T."""
-    batch, frames, steps, _ = predictions.shape
-    columns = []
-    for k in range(1, steps + 1):
-        if k >= frames:
-            columns.append(predictions.new_zeros(batch, frames))
-            continue
-        score = (predictions[:, : frames - k, k - 1] * latents[:, k:]).sum(-1)  # (B, T-k)
-        columns.append(F.pad(score, (0, k)))
-    return torch.stack(columns, dim=-1)  # (B, T, K)
-
-
-def _negative_scores(
+def _candidate_scores(
     predictions: torch.Tensor, latents: torch.Tensor, negative_indices: torch.Tensor, mode: str
 ) -> torch.Tensor:
-    """Scores of each prediction against its sampled negatives: (B, T, K, N).
+    """Scores of each prediction against its positive and its sampled negatives: (B, T, K, 1 + N).
 
-    Computed one step at a time as a matrix product against the pool, then gathered, so the
-    (B, T, K, N, C) tensor of negative latents is never built.
+    ``[..., 0]`` is the positive z_{b,t+k} (at t + k >= T, where no target exists, a stand-in frame that
+    the caller masks out), ``[..., 1:]`` the negatives. Computed one step at a time as a matrix product
+    of the step's predictions against the whole pool, then gathered at the candidates, so the
+    (B, T, K, N, C) tensor of negative latents is never built and every candidate costs the same
+    dot product. Each step slice is a view and the steps are joined by ``stack``, so autograd never
+    allocates (B, T, K, C)-sized zero tensors per step.
     """
     batch, frames, steps, dim = predictions.shape
+    t = torch.arange(frames, device=latents.device).view(-1, 1)
+    k = torch.arange(1, steps + 1, device=latents.device).view(1, -1)
+    positive_t = torch.clamp(t + k, max=frames - 1)  # (T, K), frame index of the positive
     per_step = []
     if mode == "batch":
-        pool = latents.reshape(batch * frames, dim)  # (B*T, C)
-        for k in range(steps):
-            scores = predictions[:, :, k].reshape(batch * frames, dim) @ pool.t()  # (B*T, B*T)
-            index = negative_indices[:, :, k].reshape(batch * frames, -1)  # (B*T, N)
-            per_step.append(scores.gather(1, index).view(batch, frames, -1))
-    else:
         offsets = (torch.arange(batch, device=latents.device) * frames).view(-1, 1, 1)
-        local = negative_indices - offsets.unsqueeze(-1)  # (B, T, K, N), indices within the sequence
-        pool_t = latents.transpose(1, 2)  # (B, C, T)
-        for k in range(steps):
-            scores = torch.bmm(predictions[:, :, k], pool_t)  # (B, T, T)
-            per_step.append(scores.gather(2, local[:, :, k]))  # (B, T, N)
-    return torch.stack(per_step, dim=2)  # (B, T, K, N)
+        positive = (offsets + positive_t).unsqueeze(-1)  # (B, T, K, 1) flat indices
+        candidates = torch.cat([positive, negative_indices], dim=-1).reshape(batch * frames, steps, -1)
+        pool = latents.reshape(batch * frames, dim)  # (B*T, C)
+        for step, prediction in enumerate(predictions.unbind(2)):  # (B, T, C) views
+            scores = linear(prediction.reshape(batch * frames, dim), pool)  # (B*T, B*T) = P_k @ pool^T
+            per_step.append(scores.gather(1, candidates[:, step]))  # (B*T, 1+N)
+        return torch.stack(per_step, dim=1).view(batch, frames, steps, -1)  # (B, T, K, 1+N)
+    offsets = (torch.arange(batch, device=latents.device) * frames).view(-1, 1, 1, 1)
+    local = negative_indices - offsets  # (B, T, K, N), indices within the sequence
+    positive = positive_t.view(1, frames, steps, 1).expand(batch, -1, -1, -1)  # (B, T, K, 1)
+    candidates = torch.cat([positive, local], dim=-1)  # (B, T, K, 1+N)
+    pool_t = latents.transpose(1, 2)  # (B, C, T)
+    for step, prediction in enumerate(predictions.unbind(2)):  # (B, T, C) views
+        scores = torch.bmm(prediction, pool_t)  # (B, T, T)
+        per_step.append(scores.gather(2, candidates[:, :, step]))  # (B, T, 1+N)
+    return torch.stack(per_step, dim=2)  # (B, T, K, 1+N)
 
 
 def info_nce_loss(
@@ -191,9 +193,8 @@ def info_nce_loss(
     with torch.autocast(device_type=latents.device.type, enabled=False):
         predictions = predictions.float()
         latents = latents.float()
-        positive = _positive_scores(predictions, latents)  # (B, T, K)
-        negative = _negative_scores(predictions, latents, negative_indices, mode)  # (B, T, K, N)
-        logits = torch.cat([positive.unsqueeze(-1), negative], dim=-1)  # (B, T, K, 1+N)
+        logits = _candidate_scores(predictions, latents, negative_indices, mode)  # (B, T, K, 1+N)
+        positive = logits[..., 0]  # (B, T, K)
         valid = valid_prediction_mask(frame_lengths, frames, steps)  # (B, T, K)
         # Cross-entropy with target 0: logsumexp - positive score.
         cross_entropy = torch.logsumexp(logits, dim=-1) - positive  # (B, T, K)

@@ -1,0 +1,348 @@
+"""Benchmark one CPC training step (forward, backward, Adam) against the machine's measured matmul rate.
+
+Prints one JSON line on stdout and a summary on stderr::
+
+    python benchmarks/train_step.py                      # paper and small configs, all cores
+    python benchmarks/train_step.py --config paper --threads 2 --steps 5
+    python benchmarks/train_step.py --device cuda --precision bf16 --compile
+    python benchmarks/train_step.py --config paper --profile   # where the time goes, by op
+    python benchmarks/train_step.py --config paper --malloc system --compare-plain   # before/after
+    python benchmarks/train_step.py --tiny                 # seconds; what CI runs
+
+Figures per config: median seconds per step, audio seconds trained per wall second, analytic FLOP per
+step (see ``common.train_step_flops``), achieved GFLOP/s, and MFU = achieved / the matrix-multiply rate
+measured in this same process (median of timed 2048 x 2048 ``torch.mm``, sampled before, between and
+after the configs); ``mfu_best_matmul`` divides by the larger of that and oneDNN's float32 product rate
+(on CPUs where PyTorch's BLAS runs narrower vectors than the hardware has, e.g. MKL on AMD with AVX-512,
+the ``torch.mm`` rate is half the machine's and MFU against it passes 100%). Minor page faults and
+system CPU seconds per step show whether the allocator hands memory back to the kernel between steps: by
+default the benchmark keeps freed memory as the ``cpcaudio`` command does
+(``cpcaudio.runtime.keep_freed_memory``); ``--malloc system`` shows the C library's default.
+``--compare-plain`` also times the model with its CPU fast paths off (``cpcaudio.model.cpu_kernels``),
+alternating steps in the same process. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+import common
+from cpcaudio import CPCConfig, CPCModel
+from cpcaudio.model.cpu_kernels import fast_paths
+
+PAPER = {  # the CPC paper's model as CPC_audio trains it (batch norm, linear heads)
+    "encoder": {"hidden_dim": 512, "normalization": "batch"},
+    "context": {"hidden_dim": 256},
+    "predictor": {"num_steps": 12, "num_negatives": 128},
+    "data": {"batch_size": 8, "window_size": 20480},
+}
+SMALL = {  # a quarter-width model on the same windows: quick experiments, small corpora
+    "encoder": {"hidden_dim": 256, "normalization": "batch"},
+    "context": {"hidden_dim": 128},
+    "predictor": {"num_steps": 12, "num_negatives": 128},
+    "data": {"batch_size": 8, "window_size": 20480},
+}
+TINY = {  # CI: the same code paths in a fraction of a second
+    "encoder": {"hidden_dim": 32, "normalization": "batch"},
+    "context": {"hidden_dim": 32},
+    "predictor": {"num_steps": 3, "num_negatives": 8},
+    "data": {"batch_size": 2, "window_size": 3200},
+}
+CONFIGS = {"paper": PAPER, "small": SMALL}
+
+
+def build_config(sections: dict[str, dict[str, Any]], normalization: Optional[str]) -> CPCConfig:
+    """A validated CPCConfig from nested sections, with the encoder normalisation overridden if given."""
+    data = {name: dict(values) for name, values in sections.items()}
+    if normalization is not None:
+        data["encoder"]["normalization"] = normalization
+    return CPCConfig.from_dict(data)
+
+
+@dataclass
+class TrainStep:
+    """A ready-to-call training step and what it trains on."""
+
+    model: CPCModel
+    step: Callable[[], None]
+    batch_size: int
+    window_size: int
+
+
+def make_train_step(
+    config: CPCConfig, device: torch.device, precision: str = "fp32", compile_model: bool = False, seed: int = 0
+) -> TrainStep:
+    """Model, Adam and a fixed random batch; the returned ``step()`` runs one optimiser step.
+
+    The batch lives in (pinned, on CUDA) host memory and is copied to the device every step with a
+    non-blocking transfer, as a training loop does. ``precision="bf16"`` runs the model under bf16
+    autocast (the loss itself is always float32).
+
+    Returns:
+        :class:`TrainStep`; ``step()`` returns nothing useful to time (the loss stays on the device).
+    """
+    torch.manual_seed(seed)
+    batch_size, window_size = config.data.batch_size, config.data.window_size
+    model = CPCModel(config).to(device).train()
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.optim.learning_rate, betas=config.optim.betas, eps=config.optim.eps
+    )
+    signal = torch.randn(batch_size, config.encoder.in_channels, window_size)  # (B, C, T)
+    if device.type == "cuda":
+        signal = signal.pin_memory()
+    forward = torch.compile(model) if compile_model else model
+    autocast = (
+        (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16))
+        if precision == "bf16"
+        else contextlib.nullcontext
+    )
+
+    def step() -> None:
+        batch = signal.to(device, non_blocking=True)
+        with autocast():
+            out = forward(batch)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+
+    return TrainStep(model=model, step=step, batch_size=batch_size, window_size=window_size)
+
+
+def benchmark_config(
+    name: str, config: CPCConfig, device: torch.device, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Time ``args.steps`` training steps of ``config`` (after warm-up); the figures as a dict."""
+    train = make_train_step(config, device, args.precision, args.compile)
+    # Warm-up: compilation, oneDNN's primitive cache, and the heap's steady state (three steps).
+    common.time_calls(train.step, 0, device, warmup=1 if args.tiny else 3)
+    faults_before = common.minor_page_faults()
+    user_before, system_before = common.cpu_seconds()
+    seconds = common.time_calls(train.step, args.steps, device, warmup=0, clock=args.clock)
+    faults = (common.minor_page_faults() - faults_before) / args.steps
+    user_after, system_after = common.cpu_seconds()
+    flops = common.train_step_flops(config, train.batch_size, train.window_size)
+    step_seconds = common.median(seconds)
+    audio_seconds = train.batch_size * train.window_size / config.data.sample_rate
+    plain: dict[str, Any] = {}
+    if args.compare_plain:  # the same model and batch with the CPU fast paths off, steps alternating
+        fast, slow = [], []
+        for _ in range(args.steps):
+            fast += common.time_calls(train.step, 1, device, warmup=0, clock=args.clock)
+            with fast_paths(False):
+                slow += common.time_calls(train.step, 1, device, warmup=0, clock=args.clock)
+        plain = {
+            "plain_seconds_per_step": common.median(slow),
+            "plain_seconds_per_step_all": [round(s, 4) for s in slow],
+            "fast_seconds_per_step_alternating": common.median(fast),
+            "fast_paths_speedup": common.median(slow) / common.median(fast),
+        }
+    return {
+        "config": name,
+        "batch_size": train.batch_size,
+        "window_size": train.window_size,
+        "encoder_dim": config.encoder.hidden_dim,
+        "context_dim": config.context.hidden_dim,
+        "num_steps": config.predictor.num_steps,
+        "num_negatives": config.predictor.num_negatives,
+        "normalization": config.encoder.normalization,
+        "parameters": sum(p.numel() for p in train.model.parameters()),
+        "seconds_per_step": step_seconds,
+        "seconds_per_step_all": [round(s, 4) for s in seconds],
+        "audio_seconds_per_second": audio_seconds / step_seconds,
+        "flop_per_step": flops.total,
+        "flop_breakdown": flops.as_dict(),
+        "achieved_gflops": flops.total / step_seconds / 1e9,
+        "minor_faults_per_step": faults,
+        "user_cpu_seconds_per_step": (user_after - user_before) / args.steps,
+        "system_cpu_seconds_per_step": (system_after - system_before) / args.steps,
+        "peak_rss_mib": common.peak_rss_mib(),
+        **plain,
+    }
+
+
+# ---- profile ---------------------------------------------------------------------------------------
+
+BUCKETS = (  # (bucket, substrings of op names), first match wins; op names are lower-cased
+    ("conv", ("conv",)),
+    ("recurrent", ("gru", "lstm", "rnn")),
+    ("optimizer", ("adam", "_foreach", "optimizer")),
+    ("norm", ("norm",)),
+    ("matmul", ("mm", "matmul", "linear", "dot")),
+    ("gather/scatter", ("gather", "scatter", "index", "take")),
+    ("sampling", ("randint", "remainder", "random")),
+    ("copy/alloc", ("copy", "clone", "contiguous", "empty", "zero", "cat", "stack", "pad", "fill", "to")),
+)
+
+
+def bucket_of(op_name: str) -> str:
+    """Which broad kind of work an op (by its profiler name) belongs to."""
+    lowered = op_name.lower()
+    for bucket, keys in BUCKETS:
+        if any(key in lowered for key in keys):
+            return bucket
+    return "elementwise/other"
+
+
+def profile_config(name: str, config: CPCConfig, device: torch.device, args: argparse.Namespace) -> dict:
+    """Profile ``args.steps`` steps with torch.profiler; print the per-op table; return the shares."""
+    from torch.profiler import ProfilerActivity, profile
+
+    train = make_train_step(config, device, args.precision, args.compile)
+    common.time_calls(train.step, 0, device, warmup=1 if args.tiny else 3)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(args.steps):
+            train.step()
+        common.synchronize(device)
+    averages = prof.key_averages()
+    time_key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"== {name}: {args.steps} steps, ops by self time ==", file=sys.stderr)
+    print(averages.table(sort_by=time_key, row_limit=args.profile_rows), file=sys.stderr)
+    buckets: dict[str, float] = {}
+    for event in averages:
+        buckets[bucket_of(event.key)] = buckets.get(bucket_of(event.key), 0.0) + getattr(event, time_key)
+    total = sum(buckets.values()) or 1.0
+    shares = {k: round(v / total, 4) for k, v in sorted(buckets.items(), key=lambda kv: -kv[1])}
+    print(f"== {name}: share of self time by kind ==", file=sys.stderr)
+    for bucket, share in shares.items():
+        print(f"  {bucket:<18} {100 * share:5.1f}%", file=sys.stderr)
+    return {"config": name, "profiled_steps": args.steps, "self_time_share": shares}
+
+
+# ---- command line ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=["paper", "small", "both"], default="both", help="model size(s) to time")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (default)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (default: OMP_NUM_THREADS, else one per core)"
+    )
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per config (default 5; tiny 2)")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 = autocast (CUDA/CPU with bf16)"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument(
+        "--normalization",
+        choices=["batch", "channel", "layer", "none"],
+        default=None,
+        help="encoder normalisation (default: batch, as the reference measurement)",
+    )
+    parser.add_argument(
+        "--malloc",
+        choices=["keep", "system"],
+        default="keep",
+        help="keep (default, as the cpcaudio command does): glibc malloc keeps freed memory; "
+        "system: the C library's default (a fresh mmap, and page faults, for every large block)",
+    )
+    parser.add_argument(
+        "--compare-plain",
+        action="store_true",
+        help="also time each config with the model's CPU fast paths off (alternating steps) and print the speedup",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall (default); cpu: this thread's CPU time, for a shared machine (needs --threads 1)",
+    )
+    parser.add_argument("--tiny", action="store_true", help="a tiny config, 2 steps: checks the script runs")
+    parser.add_argument("--profile", action="store_true", help="print the torch.profiler table by op instead")
+    parser.add_argument("--profile-rows", type=int, default=25, help="rows of the profiler table")
+    args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = 2 if args.tiny else 5
+    if args.steps < 1:
+        parser.error("--steps must be >= 1")
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.malloc == "keep":
+        common.keep_freed_memory()
+    device = common.setup_device(args.device, args.threads)
+    common.check_clock(args.clock, device)
+    if args.tiny:
+        configs = {"tiny": TINY}
+    else:
+        configs = CONFIGS if args.config == "both" else {args.config: CONFIGS[args.config]}
+    resolved = {name: build_config(sections, args.normalization) for name, sections in configs.items()}
+
+    if args.profile:
+        results = [profile_config(name, config, device, args) for name, config in resolved.items()]
+        common.print_result(
+            "train_step_profile",
+            {"device": str(device), "precision": args.precision, **common.environment(), "results": results},
+            "profile printed above",
+        )
+        return
+
+    peak_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    peak_size = 256 if args.tiny else 2048
+    onednn = device.type == "cpu" and args.precision == "fp32"
+
+    def sample_peaks() -> None:
+        peaks.append(common.measure_matmul_peak(device, peak_size, dtype=peak_dtype, clock=args.clock))
+        if onednn:
+            rate = common.measure_onednn_matmul_peak(peak_size, clock=args.clock)
+            if rate is not None:
+                onednn_peaks.append(rate)
+
+    peaks: list[float] = []
+    onednn_peaks: list[float] = []
+    sample_peaks()
+    results = []
+    for name, config in resolved.items():
+        results.append(benchmark_config(name, config, device, args))
+        sample_peaks()
+    peak = common.median(peaks)
+    best_peak = max(peak, common.median(onednn_peaks)) if onednn_peaks else peak
+    for result in results:
+        result["mfu"] = result["achieved_gflops"] / peak
+        result["mfu_best_matmul"] = result["achieved_gflops"] / best_peak
+    payload = {
+        "device": str(device),
+        "precision": args.precision,
+        "compile": args.compile,
+        "clock": args.clock,
+        **common.environment(),
+        "matmul_gflops": peak,
+        "matmul_gflops_samples": [round(p, 1) for p in peaks],
+        "onednn_matmul_gflops": common.median(onednn_peaks) if onednn_peaks else None,
+        "onednn_matmul_gflops_samples": [round(p, 1) for p in onednn_peaks],
+        "best_matmul_gflops": best_peak,
+        "results": results,
+    }
+    lines = [
+        f"train_step on {device} ({args.precision}, {torch.get_num_threads()} threads, "
+        f"{common.allocator_description()}); matmul peak {peak:.1f} GFLOP/s (torch.mm)"
+        + (f", {payload['onednn_matmul_gflops']:.1f} GFLOP/s (oneDNN)" if onednn_peaks else "")
+    ]
+    for r in results:
+        lines.append(
+            f"  {r['config']:<6} {r['seconds_per_step']:.3f} s/step  {r['audio_seconds_per_second']:.2f} audio s/s  "
+            f"{r['flop_per_step'] / 1e9:.1f} GFLOP/step  {r['achieved_gflops']:.1f} GFLOP/s  "
+            f"MFU {100 * r['mfu']:.1f}% (vs best matmul {100 * r['mfu_best_matmul']:.1f}%)  "
+            f"{r['minor_faults_per_step']:.0f} minor faults "
+            f"({r['system_cpu_seconds_per_step']:.2f} s system CPU)/step"
+        )
+        if "fast_paths_speedup" in r:
+            lines.append(
+                f"         fast paths off: {r['plain_seconds_per_step']:.3f} s/step, on: "
+                f"{r['fast_seconds_per_step_alternating']:.3f} s/step (alternating): {r['fast_paths_speedup']:.2f}x"
+            )
+    common.print_result("train_step", payload, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
