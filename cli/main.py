@@ -9,7 +9,6 @@ from __future__ import annotations
 import typer
 
 from cpcaudio import __version__
-from cpcaudio.runtime import keep_freed_memory
 
 app = typer.Typer(
     name="cpcaudio",
@@ -40,7 +39,6 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
-    keep_freed_memory()  # glibc: no page-fault storm every training step (docs/performance.md)
     app()
 
 
