@@ -41,6 +41,7 @@ def probe(
     seed: int = typer.Option(0, "--seed", help="Seed of the random-weight model, the validation split and the SVM subsample."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars and no table on stdout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report already in --out."),
 ) -> None:
     """Train linear probes on frozen features of DATASET and print the model next to its baselines.
 
@@ -80,6 +81,7 @@ def probe(
                 device=device,
                 out=out,
                 progress=progress,
+                overwrite=overwrite,
             )
         finally:
             for bar in bars.values():

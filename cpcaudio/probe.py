@@ -1017,6 +1017,7 @@ def run_probe(
     device: Optional[str] = None,
     out: Optional[Union[str, Path]] = None,
     progress: Optional[ProgressCallback] = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Probe a model's frozen features and its baselines on one task, with the same split and probe.
 
@@ -1041,6 +1042,7 @@ def run_probe(
         device: torch device for the model and the probes (default: CUDA when available).
         out: when given, write results.json, results.md and PNG plots there (:mod:`cpcaudio.report`).
         progress: ``progress(stage, done, total)`` callback.
+        overwrite: replace a report already in ``out`` (otherwise refused before any work).
 
     Returns:
         The report (what results.json holds): dataset, task, model, features, protocols, seeds, the exact
@@ -1055,6 +1057,12 @@ def run_probe(
     """
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if out is not None:
+        from cpcaudio.resources import check_output_dir
+
+        check_output_dir(Path(out), "report directory")
+        if (Path(out) / "results.json").exists() and not overwrite:
+            raise UsageError(f"{out} already holds a probe report (results.json); pass --overwrite to replace it")
     if layer not in LAYERS:
         raise UsageError(f"unknown layer {layer!r}; choose context or encoder")
     if max_train_frames is not None and max_train_frames < 1:

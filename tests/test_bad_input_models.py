@@ -277,7 +277,6 @@ def test_probe_output_below_a_file_fails_cleanly(tmp_path: Path, work: Path):
     assert str(blocker) in result.output and blocker.read_text() == "x"
 
 
-@pytest.mark.xfail(reason="PROBE: an existing report directory is replaced silently; refuse unless --overwrite", strict=False)
 def test_probe_refuses_an_existing_report_unless_overwrite(tmp_path: Path, work: Path):
     out = tmp_path / "report"
     arguments = [*_probe_arguments(work / "dataset", work / "model.pt", out), "--baselines", "none", "--quiet"]
