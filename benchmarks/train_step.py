@@ -16,7 +16,7 @@ after the configs); ``mfu_best_matmul`` divides by the larger of that and oneDNN
 (on CPUs where PyTorch's BLAS runs narrower vectors than the hardware has, e.g. MKL on AMD with AVX-512,
 the ``torch.mm`` rate is half the machine's and MFU against it passes 100%). Minor page faults and
 system CPU seconds per step show whether the allocator hands memory back to the kernel between steps: by
-default the benchmark keeps freed memory as the ``cpcaudio`` command does
+default the benchmark keeps freed memory as ``cpcaudio train`` does
 (``cpcaudio.runtime.keep_freed_memory``); ``--malloc system`` shows the C library's default.
 ``--compare-plain`` also times the model with its CPU fast paths off (``cpcaudio.model.cpu_kernels``),
 alternating steps in the same process. See docs/performance.md.
@@ -241,7 +241,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "--malloc",
         choices=["keep", "system"],
         default="keep",
-        help="keep (default, as the cpcaudio command does): glibc malloc keeps freed memory; "
+        help="keep (default, as cpcaudio train does): glibc malloc keeps freed memory; "
         "system: the C library's default (a fresh mmap, and page faults, for every large block)",
     )
     parser.add_argument(
