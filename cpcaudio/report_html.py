@@ -1,0 +1,388 @@
+"""The demo's report: a page written twice from one description (Markdown and HTML), and its figures.
+
+A :class:`Page` is a title and a list of blocks (headings, paragraphs, bullet lists, tables, images);
+:func:`render_markdown` and :func:`render_html` turn it into text, :func:`write_page` writes both files
+atomically. Images are PNG files referenced by a path relative to the page, so the folder can be moved or
+zipped as a whole and ``report.html`` opens in any browser without a server. Inline text supports
+```code``` spans and ``**bold**`` (escaped for HTML); nothing else is interpreted.
+
+Figures (PNG, matplotlib's Agg canvas, no display needed): :func:`training_curves` (loss and per-step
+accuracy over training steps), :func:`accuracy_bars` (probe accuracy of the model next to its
+baselines) and :func:`utterance_map` (a PCA map of utterance embeddings coloured by speaker).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from cpcaudio.checkpoint import atomic_write_bytes
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class Heading:
+    """A section heading; ``level`` 2 is a section, 3 a subsection."""
+
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Paragraph:
+    """A paragraph of inline text."""
+
+    text: str
+
+
+@dataclass
+class Bullets:
+    """A bullet list, one inline text per item."""
+
+    items: list[str]
+
+
+@dataclass
+class Table:
+    """A table; ``align`` holds ``"l"`` or ``"r"`` per column (default: first left, the others right)."""
+
+    header: list[str]
+    rows: list[list[str]]
+    align: list[str] = field(default_factory=list)
+
+    def alignments(self) -> list[str]:
+        if self.align:
+            return list(self.align)
+        return ["l"] + ["r"] * (len(self.header) - 1)
+
+
+@dataclass
+class Image:
+    """A PNG image, ``path`` relative to the page's folder, with a caption under it."""
+
+    path: str
+    caption: str
+    width: int = 720  # display width in the HTML page, in CSS pixels
+
+
+@dataclass
+class Code:
+    """A preformatted block (commands, file listings)."""
+
+    text: str
+    language: str = ""
+
+
+Block = Union[Heading, Paragraph, Bullets, Table, Image, Code]
+
+
+@dataclass
+class Page:
+    """A titled list of blocks."""
+
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def add(self, *blocks: Block) -> "Page":
+        """Append blocks; returns ``self`` for chaining."""
+        self.blocks.extend(blocks)
+        return self
+
+
+# ---- Markdown ----------------------------------------------------------------------------------------
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(page: Page) -> str:
+    """The page as GitHub-flavoured Markdown."""
+    lines = [f"# {page.title}", ""]
+    for block in page.blocks:
+        if isinstance(block, Heading):
+            lines += [f"{'#' * max(2, min(6, block.level))} {block.text}", ""]
+        elif isinstance(block, Paragraph):
+            lines += [block.text, ""]
+        elif isinstance(block, Bullets):
+            lines += [f"- {item}" for item in block.items] + [""]
+        elif isinstance(block, Table):
+            rule = ["---:" if a == "r" else "---" for a in block.alignments()]
+            lines.append("| " + " | ".join(_markdown_cell(h) for h in block.header) + " |")
+            lines.append("|" + "|".join(rule) + "|")
+            lines += ["| " + " | ".join(_markdown_cell(c) for c in row) + " |" for row in block.rows]
+            lines.append("")
+        elif isinstance(block, Image):
+            lines += [f"![{block.caption}]({block.path})", "", f"*{block.caption}*", ""]
+        elif isinstance(block, Code):
+            lines += [f"```{block.language}", block.text.rstrip("\n"), "```", ""]
+        else:  # pragma: no cover - the Block union is closed
+            raise TypeError(f"unknown block {block!r}")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# ---- HTML --------------------------------------------------------------------------------------------
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto;
+       padding: 0 1em; color: #1b1b1b; line-height: 1.45; }
+h1 { font-size: 1.7em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .93em; }
+th, td { border: 1px solid #ccc; padding: .3em .7em; } th { background: #f3f3f3; }
+td.r, th.r { text-align: right; } td.l, th.l { text-align: left; }
+code, pre { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .9em; background: #f6f6f6; }
+pre { padding: .7em; overflow-x: auto; } figure { margin: 1em 0; } img { max-width: 100%; height: auto; }
+figcaption { font-size: .9em; color: #444; }
+""".strip()
+
+_INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*")
+
+
+def _inline_html(text: str) -> str:
+    """Escape ``text`` and turn ```code``` and ``**bold**`` into HTML."""
+    out, position = [], 0
+    for match in _INLINE.finditer(text):
+        out.append(html.escape(text[position : match.start()]))
+        if match.group(1) is not None:
+            out.append(f"<code>{html.escape(match.group(1))}</code>")
+        else:
+            out.append(f"<strong>{html.escape(match.group(2))}</strong>")
+        position = match.end()
+    out.append(html.escape(text[position:]))
+    return "".join(out)
+
+
+def render_html(page: Page) -> str:
+    """The page as one self-contained HTML document (inline CSS; images by relative path)."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(page.title)}</title>",
+        f"<style>\n{_STYLE}\n</style></head><body>",
+        f"<h1>{_inline_html(page.title)}</h1>",
+    ]
+    for block in page.blocks:
+        if isinstance(block, Heading):
+            level = max(2, min(6, block.level))
+            parts.append(f"<h{level}>{_inline_html(block.text)}</h{level}>")
+        elif isinstance(block, Paragraph):
+            parts.append(f"<p>{_inline_html(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            parts.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            align = block.alignments()
+            head = "".join(f'<th class="{a}">{_inline_html(h)}</th>' for h, a in zip(block.header, align))
+            body = "".join(
+                "<tr>" + "".join(f'<td class="{a}">{_inline_html(c)}</td>' for c, a in zip(row, align)) + "</tr>"
+                for row in block.rows
+            )
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(block, Image):
+            source = html.escape(block.path, quote=True)
+            parts.append(
+                f'<figure><a href="{source}"><img src="{source}" width="{block.width}" '
+                f'alt="{html.escape(block.caption, quote=True)}"></a>'
+                f"<figcaption>{_inline_html(block.caption)}</figcaption></figure>"
+            )
+        elif isinstance(block, Code):
+            parts.append(f"<pre><code>{html.escape(block.text.rstrip())}</code></pre>")
+        else:  # pragma: no cover
+            raise TypeError(f"unknown block {block!r}")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def image_paths(page: Page) -> list[str]:
+    """The relative paths of every image the page shows."""
+    return [block.path for block in page.blocks if isinstance(block, Image)]
+
+
+def write_page(page: Page, out_dir: PathLike, stem: str = "report") -> tuple[Path, Path]:
+    """Write ``<stem>.md`` and ``<stem>.html`` into ``out_dir`` (atomically).
+
+    Args:
+        page: what to write.
+        out_dir: folder of the page; image paths are relative to it.
+        stem: file name without extension.
+
+    Returns:
+        (path of the Markdown file, path of the HTML file).
+    """
+    out_dir = Path(out_dir)
+    markdown_path, html_path = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
+    markdown, document = render_markdown(page), render_html(page)
+    atomic_write_bytes(markdown_path, lambda file: file.write(markdown.encode("utf-8")))
+    atomic_write_bytes(html_path, lambda file: file.write(document.encode("utf-8")))
+    return markdown_path, html_path
+
+
+# ---- the demo's figures ------------------------------------------------------------------------------
+# Drawn on matplotlib's Agg canvas directly (no global backend switch, no display needed).
+
+
+def save_figure(figure: Any, path: PathLike, dpi: int = 110) -> Path:
+    """Write a matplotlib ``Figure`` as PNG, atomically; returns the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    FigureCanvasAgg(figure)
+    atomic_write_bytes(path, lambda file: figure.savefig(file, format="png", dpi=dpi))
+    return path
+
+
+def training_curves(metrics: Sequence[dict[str, Any]], path: PathLike) -> Path:
+    """Loss and per-step prediction accuracy over training steps, from a run's ``metrics.jsonl`` records.
+
+    Args:
+        metrics: records of :func:`cpcaudio.train.read_metrics` (``kind`` ``train`` or ``valid``, ``step``,
+            ``loss``, ``accuracy`` per prediction step k = 1..K).
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.figure import Figure
+
+    train = [m for m in metrics if m.get("kind") == "train"]
+    valid = [m for m in metrics if m.get("kind") == "valid"]
+    figure = Figure(figsize=(10.0, 3.6))
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    if train:
+        loss_axes.plot([m["step"] for m in train], [m["loss"] for m in train], color="tab:blue", label="train")
+    if valid:
+        loss_axes.plot([m["step"] for m in valid], [m["loss"] for m in valid], "o", color="tab:orange",
+                       label="validation")
+    loss_axes.set_xlabel("step")
+    loss_axes.set_ylabel("InfoNCE loss")
+    loss_axes.set_title("loss", fontsize=10)
+    loss_axes.legend(fontsize=8)
+    records = train or valid
+    num_steps = len(records[0]["accuracy"]) if records else 0
+    shown = sorted({1, (num_steps + 1) // 2, num_steps} - {0})
+    colors = ["tab:green", "tab:purple", "tab:red"]
+    for color, k in zip(colors, shown):
+        if train:
+            accuracy_axes.plot([m["step"] for m in train], [100 * m["accuracy"][k - 1] for m in train], color=color,
+                               label=f"k = {k} (train)")
+        if valid:
+            accuracy_axes.plot([m["step"] for m in valid], [100 * m["accuracy"][k - 1] for m in valid], "o",
+                               color=color, markersize=4, label=f"k = {k} (validation)")
+    accuracy_axes.set_xlabel("step")
+    accuracy_axes.set_ylabel("prediction accuracy (%)")
+    accuracy_axes.set_title("accuracy of predicting z(t+k) among the negatives", fontsize=10)
+    accuracy_axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def accuracy_bars(
+    accuracy: dict[str, dict[str, float]], names: dict[str, str], chance: dict[str, float], path: PathLike
+) -> Path:
+    """Grouped bars of probe test accuracy: one group per task/protocol, one bar per feature kind.
+
+    Args:
+        accuracy: ``{"phone/frame": {"model": 0.5, "mfcc": 0.6, ...}, ...}`` in [0, 1].
+        names: display name per feature kind, in the order of the bars.
+        chance: majority-class accuracy per task/protocol (a dashed line).
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.figure import Figure
+
+    columns = list(accuracy)
+    kinds = [kind for kind in names if any(kind in accuracy[c] for c in columns)]
+    figure = Figure(figsize=(max(5.0, 2.2 * len(columns) + 2.0), 3.8))
+    axes = figure.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(kinds))
+    colors = {"model": "tab:red", "random": "tab:gray", "mfcc": "tab:blue", "logmel": "tab:green"}
+    for index, kind in enumerate(kinds):
+        values = [100 * accuracy[c].get(kind, math.nan) for c in columns]
+        positions = [p + (index - (len(kinds) - 1) / 2) * width for p in range(len(columns))]
+        bars = axes.bar(positions, values, width, label=names[kind], color=colors.get(kind))
+        axes.bar_label(bars, fmt="%.0f", fontsize=7)
+    for position, column in enumerate(columns):
+        if column in chance:
+            axes.hlines(100 * chance[column], position - 0.45, position + 0.45, colors="black",
+                        linestyles="dashed", linewidth=1)
+    axes.set_xticks(range(len(columns)), [c.replace("/", "\n") for c in columns])
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylim(0, 108)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes.set_title("linear probes: CPC vs baselines (dashed: majority class)", fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def utterance_map(store: Any, path: PathLike, max_utterances: int = 2000, seed: int = 0) -> tuple[Path, Optional[float]]:
+    """PCA map of utterance embeddings (features averaged over time), coloured by speaker.
+
+    Args:
+        store: a :class:`cpcaudio.feature_store.FeatureStore`.
+        path: the PNG to write.
+        max_utterances: at most this many utterances are drawn (a seeded subset).
+        seed: seed of that subset.
+
+    Returns:
+        (``path``, silhouette score of the speakers on the standardised embeddings, or None when it is
+        undefined: fewer than 2 speakers, or as many speakers as utterances).
+    """
+    from matplotlib.figure import Figure
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import StandardScaler
+
+    count = len(store)
+    chosen = np.arange(count)
+    if count > max_utterances:
+        chosen = np.sort(np.random.default_rng(seed).choice(count, size=max_utterances, replace=False))
+    keep = [int(i) for i in chosen if store.frame_lengths[int(i)] > 0]
+    embeddings = np.stack([np.asarray(store.features(i), dtype=np.float64).mean(axis=0) for i in keep])
+    embeddings = StandardScaler().fit_transform(embeddings)
+    speakers = [store.speakers[i] for i in keep]
+    names = sorted(set(speakers))
+    labels = np.array([names.index(s) for s in speakers])
+    silhouette = None
+    if 2 <= len(names) < len(keep):
+        silhouette = float(silhouette_score(embeddings, labels))
+    points = PCA(n_components=2, random_state=seed).fit_transform(embeddings) if embeddings.shape[1] >= 2 else \
+        np.pad(embeddings, ((0, 0), (0, 2 - embeddings.shape[1])))
+    figure = Figure(figsize=(7.5, 5.5))
+    axes = figure.add_subplot(1, 1, 1)
+    colormap = _speaker_colors(len(names))
+    test = np.array([store.splits[i] == "test" for i in keep])
+    for index, name in enumerate(names):
+        mine = labels == index
+        axes.scatter(points[mine & ~test, 0], points[mine & ~test, 1], s=14, color=colormap[index], label=name)
+        axes.scatter(points[mine & test, 0], points[mine & test, 1], s=22, color=colormap[index], marker="x")
+    axes.set_xlabel("principal component 1")
+    axes.set_ylabel("principal component 2")
+    title = "utterance embeddings (mean CPC context), coloured by speaker"
+    axes.set_title(title if silhouette is None else f"{title}\nsilhouette {silhouette:.2f}", fontsize=10)
+    if len(names) <= 30:
+        axes.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), ncol=1 if len(names) <= 16 else 2)
+    figure.tight_layout()
+    return save_figure(figure, path), silhouette
+
+
+def _speaker_colors(count: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    if count <= 10:
+        palette = colormaps["tab10"]
+        return [palette(i) for i in range(count)]
+    if count <= 20:
+        palette = colormaps["tab20"]
+        return [palette(i) for i in range(count)]
+    palette = colormaps["hsv"]
+    return [palette(i / count) for i in range(count)]
