@@ -320,9 +320,14 @@ def train(
     """
     context = init_distributed(device)
     try:
-        return _Trainer(
+        summary = _Trainer(
             dataset_path, out_dir, config, context, resume, progress, overwrite, command, explicit_keys
         ).run()
+        # Leave together: a rank that destroys its gloo group while a peer still talks to it can make the
+        # peer abort at exit ("terminate called without an active exception"). Only on success: after an
+        # error a peer may never arrive.
+        barrier(context)
+        return summary
     finally:
         teardown(context)
 
