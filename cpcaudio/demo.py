@@ -869,6 +869,14 @@ def _page(
             + [["majority class"] + [_percent(_chance(reports).get(c)) for c in columns]],
         ),
         p.Paragraph(_counts_sentence(reports)),
+        p.Paragraph(
+            "How to read it: a linear probe measures what the frozen features make linearly separable. The "
+            "window-level speaker probe follows CPC_audio: each window is encoded alone and its **last** context "
+            "frame is the window's vector (MFCC and log-mel are averaged over the window's frames), so it asks "
+            "the context to carry the speaker at every instant; the utterance-level probe averages over time. "
+            "Log-mel energies are a strong baseline on synthetic voices, whose spectral envelopes differ by "
+            "construction."
+        ),
         p.Image("figures/probe_accuracy.png", "Probe test accuracy: the CPC model next to its baselines "
                 "(dashed: majority class of the training samples)."),
     )
@@ -997,10 +1005,21 @@ def _machine() -> str:
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{platform.system()} {platform.machine()}, {cores} CPU cores, torch threads {torch.get_num_threads()}"
+    text = f"{platform.system()} {platform.machine()}{_cpu_name()}, {cores} CPU cores, torch threads {torch.get_num_threads()}"
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
     return text
+
+
+def _cpu_name() -> str:
+    """`` (<CPU model>)`` from /proc/cpuinfo on Linux, else the platform's processor string, or empty."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return f" ({line.split(':', 1)[1].strip()})"
+    except OSError:
+        pass
+    return f" ({platform.processor()})" if platform.processor() else ""
 
 
 def _commit() -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -220,9 +221,18 @@ def write_page(page: Page, out_dir: PathLike, stem: str = "report") -> tuple[Pat
     out_dir = Path(out_dir)
     markdown_path, html_path = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
     markdown, document = render_markdown(page), render_html(page)
-    atomic_write_bytes(markdown_path, lambda file: file.write(markdown.encode("utf-8")))
-    atomic_write_bytes(html_path, lambda file: file.write(document.encode("utf-8")))
+    _write(markdown_path, lambda file: file.write(markdown.encode("utf-8")))
+    _write(html_path, lambda file: file.write(document.encode("utf-8")))
     return markdown_path, html_path
+
+
+def _write(path: Path, write: Any) -> None:
+    """Write atomically, then give the file the usual permissions (``0o666`` less the umask) instead of
+    the temporary file's ``0o600``, so that the report can be served or shared like any other file."""
+    atomic_write_bytes(path, write)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 # ---- the demo's figures ------------------------------------------------------------------------------
@@ -235,7 +245,7 @@ def save_figure(figure: Any, path: PathLike, dpi: int = 110) -> Path:
 
     path = Path(path)
     FigureCanvasAgg(figure)
-    atomic_write_bytes(path, lambda file: figure.savefig(file, format="png", dpi=dpi))
+    _write(path, lambda file: figure.savefig(file, format="png", dpi=dpi))
     return path
 
 
