@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     ctx: typer.Context,
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder of the demo: dataset, run, features, probes, report."),
+    out: Path = typer.Option(
+        Path("demo_out"), "--out", help="Folder of the demo: dataset, run, features, probes, report."
+    ),
     minutes: Optional[float] = typer.Option(
         None, "--minutes", help="Time budget of the whole demo in minutes; sets the training steps (default 10)."
     ),
@@ -134,9 +136,16 @@ class _Printer:
             elif event.message:
                 self.bar.set_description_str(f"  {event.message}", refresh=False)
             self.bar.refresh()
-        elif detail is not None and detail.metrics and detail.step // max(1, detail.max_steps // 10) != self.last_line_step:
-            self.last_line_step = detail.step // max(1, detail.max_steps // 10)
+        elif detail is not None and detail.metrics and self._new_tenth(detail.step, detail.max_steps):
             self._write(f"  step {detail.step}/{detail.max_steps}  {_train_fields(detail.metrics)}")
+
+    def _new_tenth(self, step: int, max_steps: int) -> bool:
+        """True once per tenth of the run (plain-line mode prints about ten training lines)."""
+        tenth = step // max(1, max_steps // 10)
+        if tenth == self.last_line_step:
+            return False
+        self.last_line_step = tenth
+        return True
 
     def _write(self, text: str) -> None:
         if self.bar is not None:

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -313,7 +313,9 @@ def run_demo(
         raise UsageError(f"--threads must be a positive integer, got {threads!r}")
     resolved_device = _resolve_device(device)
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads if threads is not None else (1 if resolved_device.type == "cpu" else previous_threads))
+    if threads is None:
+        threads = 1 if resolved_device.type == "cpu" else previous_threads
+    torch.set_num_threads(threads)
     try:
         return _run(
             out_dir, minutes, data, resolved_device, seed, progress, size, steps, list(overrides), overwrite, command
@@ -554,7 +556,8 @@ _OWN_ENTRIES = {STATE_FILE, DATA_DIR, RUN_DIR, FEATURES_DIR, FIGURES_DIR, f"{REP
 
 
 def _is_own_entry(name: str) -> bool:
-    return name in _OWN_ENTRIES or name.startswith("probe_") or (name.startswith(f".{STATE_FILE}.") and name.endswith(".tmp"))
+    temporary_state = name.startswith(f".{STATE_FILE}.") and name.endswith(".tmp")
+    return name in _OWN_ENTRIES or name.startswith("probe_") or temporary_state
 
 
 def _open_state(out_dir: Path, plan: DemoPlan, overwrite: bool) -> dict[str, Any]:
@@ -854,7 +857,7 @@ def _page(
         row = accuracy[column]
         if "model" in row:
             others = ", ".join(f"{FEATURE_NAMES[n]} {_percent(row[n])}" for n in features if n != "model" and n in row)
-            headline.append(f"**{_column_title(column, config)}**: CPC {_percent(row['model'])} ({others})")
+            headline.append(f"**{_column_title(column, config, reports)}**: CPC {_percent(row['model'])} ({others})")
     page.add(
         p.Paragraph(
             f"A CPC model was pretrained for {plan.steps} steps on {source}, its frozen context features were "
@@ -864,19 +867,12 @@ def _page(
         p.Bullets(headline),
         p.Heading("Results"),
         p.Table(
-            ["features"] + [_column_title(c, config) for c in columns],
+            ["features"] + [_column_title(c, config, reports) for c in columns],
             [[FEATURE_NAMES[n]] + [_percent(accuracy[c].get(n)) for c in columns] for n in features]
             + [["majority class"] + [_percent(_chance(reports).get(c)) for c in columns]],
         ),
-        p.Paragraph(_counts_sentence(reports)),
-        p.Paragraph(
-            "How to read it: a linear probe measures what the frozen features make linearly separable. The "
-            "window-level speaker probe follows CPC_audio: each window is encoded alone and its **last** context "
-            "frame is the window's vector (MFCC and log-mel are averaged over the window's frames), so it asks "
-            "the context to carry the speaker at every instant; the utterance-level probe averages over time. "
-            "Log-mel energies are a strong baseline on synthetic voices, whose spectral envelopes differ by "
-            "construction."
-        ),
+        p.Paragraph(_counts_sentence(reports, dataset)),
+        p.Paragraph(_reading_notes(plan, reports)),
         p.Image("figures/probe_accuracy.png", "Probe test accuracy: the CPC model next to its baselines "
                 "(dashed: majority class of the training samples)."),
     )
@@ -917,19 +913,36 @@ def _page(
     return page
 
 
-def _column_title(column: str, config: Any) -> str:
+def _reading_notes(plan: DemoPlan, reports: dict[str, dict[str, Any]]) -> str:
+    notes = ["How to read it: a linear probe measures what the frozen features make linearly separable."]
+    if "speaker" in reports:
+        notes.append(
+            "The window-level speaker probe follows CPC_audio: each window is encoded alone and its **last** "
+            "context frame is the window's vector (MFCC and log-mel are averaged over the window's frames), so it "
+            "asks the context to carry the speaker at every instant; the utterance-level probe averages over time."
+        )
+    if plan.data is None:
+        notes.append(
+            "Log-mel energies are a strong baseline on synthetic voices, whose spectral envelopes differ by "
+            "construction."
+        )
+    return " ".join(notes)
+
+
+def _column_title(column: str, config: Any, reports: dict[str, dict[str, Any]]) -> str:
     task, _, protocol = column.partition("/")
+    label = str(reports.get(task, {}).get("label") or task)  # e.g. "digit" for the class task on FSDD
     titles = {
         "phone/frame": "phone (per frame)",
         "speaker/window": f"speaker (per {config.data.window_size / config.data.sample_rate:g} s window)",
         "speaker/utterance": "speaker (per utterance)",
-        "class/utterance": "class (per utterance)",
-        "class/utterance-svm": "class (SVM, TS2Vec protocol)",
+        "class/utterance": f"{label} (per utterance)",
+        "class/utterance-svm": f"{label} (RBF-SVM, TS2Vec protocol)",
     }
-    return titles.get(column, f"{task} ({protocol})")
+    return titles.get(column, f"{label} ({protocol})")
 
 
-def _counts_sentence(reports: dict[str, dict[str, Any]]) -> str:
+def _counts_sentence(reports: dict[str, dict[str, Any]], dataset: Any) -> str:
     parts = []
     for task, report in reports.items():
         seen = set()
@@ -942,9 +955,11 @@ def _counts_sentence(reports: dict[str, dict[str, Any]]) -> str:
                 f"{task}/{result['protocol']}: {counts['train_samples']} training and {counts['test_samples']} test "
                 f"samples, {counts['classes']} classes"
             )
-    return "Probe sizes: " + "; ".join(parts) + ". Train and test come from the dataset's split (the synthetic " \
-        "corpus holds out 20% of every speaker's utterances); the probe's penalty is chosen on a validation part " \
-        "of train."
+    rule = dataset.meta.get("split_rule") or "the dataset's train/test split"
+    return (
+        "Probe sizes: " + "; ".join(parts) + f". Train and test come from the dataset's split ({rule}); the "
+        "probe's L2 penalty is chosen on a validation part of train."
+    )
 
 
 def _training_sentence(metrics: list[dict[str, Any]], config: Any) -> str:
@@ -1005,7 +1020,10 @@ def _machine() -> str:
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{platform.system()} {platform.machine()}{_cpu_name()}, {cores} CPU cores, torch threads {torch.get_num_threads()}"
+    text = (
+        f"{platform.system()} {platform.machine()}{_cpu_name()}, {cores} CPU cores, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
     return text

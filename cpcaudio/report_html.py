@@ -334,7 +334,9 @@ def accuracy_bars(
     return save_figure(figure, path)
 
 
-def utterance_map(store: Any, path: PathLike, max_utterances: int = 2000, seed: int = 0) -> tuple[Path, Optional[float]]:
+def utterance_map(
+    store: Any, path: PathLike, max_utterances: int = 2000, seed: int = 0
+) -> tuple[Path, Optional[float]]:
     """PCA map of utterance embeddings (features averaged over time), coloured by speaker.
 
     Args:

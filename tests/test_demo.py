@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,9 @@ from cpcaudio.cli.main import app
 from cpcaudio.data import PreparedDataset
 from cpcaudio.demo import PRESETS, DemoEvent, _probe_utterances, run_demo
 from cpcaudio.errors import UsageError
-from cpcaudio.report_html import Bullets, Code, Heading, Image, Page, Paragraph, Table, render_html, render_markdown
+from cpcaudio.report_html import (
+    Bullets, Code, Heading, Image, Page, Paragraph, Table, render_html, render_markdown,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FEATURES = ("model", "random", "mfcc", "logmel")
@@ -161,3 +162,22 @@ def test_page_renders_to_markdown_and_escaped_html():
     assert "<script>" not in document and "&lt;script&gt;" in document
     assert "<code>code</code>" in document and "<strong>bold</strong>" in document
     assert '<img src="figures/x.png"' in document and "<td class=\"r\">1.0%</td>" in document
+
+
+def test_demo_runs_on_a_prepared_dataset_given_with_data(tiny_demo, tmp_path):
+    data = tiny_demo[0] / "data"
+    result = run_demo(tmp_path / "on_data", data=data, size="tiny", device="cpu")
+    assert result.dataset == data and not (tmp_path / "on_data" / "data").exists()
+    assert result.plan.data == str(data.resolve()) and result.plan.tasks == ["phone", "speaker"]
+    assert set(result.accuracy) == {"phone/frame", "speaker/utterance", "speaker/window"}
+    assert str(data.resolve()) in result.report_markdown.read_text()
+
+
+def test_time_series_data_is_refused_with_a_pointer(tmp_path):
+    pytest.importorskip("aeon")
+    from cpcaudio.data import prepare
+
+    prepare("uea", "BasicMotions", tmp_path / "basicmotions", sample_rate=10)
+    with pytest.raises(UsageError, match="time series.*--task class"):
+        run_demo(tmp_path / "out", data=tmp_path / "basicmotions", size="tiny", device="cpu")
+    assert not (tmp_path / "out").exists()

@@ -33,10 +33,14 @@ def marked_blocks(text: str) -> list[tuple[str, str]]:
 
 
 def test_marker_finds_only_marked_blocks():
-    text = f"intro\n\n{MARKER}\n```bash\necho one\n```\n\n```bash\necho two\n```\n{MARKER}\n\n```python\nprint(3)\n```\n"
+    text = (
+        f"intro\n\n{MARKER}\n```bash\necho one\n```\n\n```bash\necho two\n```\n"
+        f"{MARKER}\n\n```python\nprint(3)\n```\n"
+    )
     assert marked_blocks(text) == [("bash", "echo one\n"), ("python", "print(3)\n")]
 
 
+@pytest.mark.slow
 def test_readme_blocks_run(tmp_path):
     blocks = marked_blocks(README.read_text())
     assert len(blocks) >= 5, "the README should mark its tour blocks with <!-- test -->"
