@@ -167,6 +167,20 @@ def peak_rss_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a fresh peak of the device allocator (CUDA; a no-op elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_device_memory_mib(device: torch.device) -> Optional[float]:
+    """Peak memory the CUDA caching allocator handed out since :func:`reset_peak_memory`, in MiB (None
+    on other devices, where ``peak_rss_mib`` is the figure)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
 def allocator_description() -> str:
     """Which malloc the process runs on: an LD_PRELOADed library, else the C library's."""
     preload = os.environ.get("LD_PRELOAD", "")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from cpcaudio import CPCConfig, CPCModel  # noqa: E402
-from cpcaudio.features import DEFAULT_CHUNK_SECONDS, extract  # noqa: E402
+from cpcaudio.extract import DEFAULT_CHUNK_SECONDS, extract  # noqa: E402
 from cpcaudio.toy import generated_signal  # noqa: E402
 
 

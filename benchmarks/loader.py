@@ -36,6 +36,7 @@ import numpy as np
 import common
 from cpcaudio.data import PreparedDataset, WindowSampler, prepare
 from cpcaudio.data.format import DatasetWriter, prepare_output_dir
+from cpcaudio.geometry import ceil_div
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TIMIT = REPO.parent / "shared" / "data" / "timit_sample"
@@ -78,7 +79,7 @@ def draw_windows(dataset_path: str, windows: int, mode: str) -> dict[str, float]
     iterator = iter(sampler)
     checksum = 0.0
     start = time.perf_counter()
-    for _ in range(-(-windows // BATCH)):
+    for _ in range(ceil_div(windows, BATCH)):
         batch = next(iterator)
         checksum += float(batch.signal[:, 0, ::4096].sum())
     seconds = time.perf_counter() - start

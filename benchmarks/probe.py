@@ -15,7 +15,7 @@ same seeded order, the same number of epochs) on the frozen features of the same
 * ``cached``: cpcaudio's way: the features are extracted once (timed too), then every epoch reads them.
 
 The features are the same, so the two arms reach the same test accuracy (reported, with the difference);
-only the time differs. A third figure is :class:`cpcaudio.probe.LinearProbe` (L-BFGS with its penalty
+only the time differs. A third figure is :class:`cpcaudio.evaluate.LinearProbe` (L-BFGS with its penalty
 grid) on the cached features, the probe ``cpcaudio probe`` runs.
 
 The default corpus is synthetic and needs no files: utterances of tone segments (50-150 ms), each segment
@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from cpcaudio import CPCConfig  # noqa: E402
-from cpcaudio.baselines import random_model  # noqa: E402
+from cpcaudio.evaluate import LinearProbe, align_frame_labels, model_timing  # noqa: E402
+from cpcaudio.evaluate.baselines import random_model  # noqa: E402
 from cpcaudio.features import extract  # noqa: E402
-from cpcaudio.probe import LinearProbe, align_frame_labels, model_timing  # noqa: E402
 
 LABEL_HOP = 160  # samples per frame label at 16 kHz
 
@@ -170,7 +170,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     timing = model_timing(model)
     frame_counts = [model.num_frames(s.shape[-1]) for s in signals]
     labels = [
-        torch.from_numpy(align_frame_labels(lab, LABEL_HOP, 16000, timing.centers(n))).to(device)
+        torch.from_numpy(align_frame_labels(lab, LABEL_HOP, 16000, timing, n)).to(device)
         for (_, lab), n in zip(corpus, frame_counts)
     ]
     train = [i for i, flag in enumerate(is_train) if flag]

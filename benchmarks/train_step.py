@@ -7,6 +7,8 @@ Prints one JSON line on stdout and a summary on stderr::
     python benchmarks/train_step.py --device cuda --precision bf16 --compile
     python benchmarks/train_step.py --config paper --profile   # where the time goes, by op
     python benchmarks/train_step.py --config paper --malloc system --compare-plain   # before/after
+    python benchmarks/train_step.py --config paper --batch-sizes 8,16,32,64   # seconds per sequence
+    python benchmarks/train_step.py --config paper --part loss --loss-path pool,sampled --batch-sizes 8,64
     python benchmarks/train_step.py --tiny                 # seconds; what CI runs
 
 Figures per config: median seconds per step, audio seconds trained per wall second, analytic FLOP per
@@ -19,7 +21,11 @@ system CPU seconds per step show whether the allocator hands memory back to the 
 default the benchmark keeps freed memory as ``cpcaudio train`` does
 (``cpcaudio.runtime.keep_freed_memory``); ``--malloc system`` shows the C library's default.
 ``--compare-plain`` also times the model with its CPU fast paths off (``cpcaudio.model.cpu_kernels``),
-alternating steps in the same process. See docs/performance.md.
+alternating steps in the same process. ``--loss-path pool,sampled`` times the InfoNCE scoring paths
+(``cpcaudio.model.loss``) the same way, and ``--part loss`` times the heads and the loss alone
+(forward + backward on fixed latents and context). ``--batch-sizes`` repeats everything per batch size:
+one JSON line per size, then a ``train_step_scaling`` line with the seconds per sequence of each size and
+their ratio to the first. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ import torch
 import common
 from cpcaudio import CPCConfig, CPCModel
 from cpcaudio.model.cpu_kernels import fast_paths
+from cpcaudio.model.heads import PredictionHeads
+from cpcaudio.model.loss import SCORING_PATHS, heads_info_nce, scoring_path
+from cpcaudio.model.negatives import sample_negatives
 
 PAPER = {  # the CPC paper's model as CPC_audio trains it (batch norm, linear heads)
     "encoder": {"hidden_dim": 512, "normalization": "batch"},
@@ -58,12 +67,37 @@ TINY = {  # CI: the same code paths in a fraction of a second
 CONFIGS = {"paper": PAPER, "small": SMALL}
 
 
-def build_config(sections: dict[str, dict[str, Any]], normalization: Optional[str]) -> CPCConfig:
-    """A validated CPCConfig from nested sections, with the encoder normalisation overridden if given."""
+def build_config(
+    sections: dict[str, dict[str, Any]], normalization: Optional[str], batch_size: Optional[int] = None
+) -> CPCConfig:
+    """A validated CPCConfig from nested sections, with the encoder normalisation and the batch size
+    overridden if given."""
     data = {name: dict(values) for name, values in sections.items()}
     if normalization is not None:
         data["encoder"]["normalization"] = normalization
+    if batch_size is not None:
+        data["data"]["batch_size"] = batch_size
     return CPCConfig.from_dict(data)
+
+
+Variant = Callable[[], contextlib.AbstractContextManager]
+
+
+def variants_of(args: argparse.Namespace) -> dict[str, Variant]:
+    """The ways of running the same step that are timed side by side, steps alternating: ``auto`` (or the
+    forced ``--loss-path`` paths; ``<path>-predictions`` scores the heads' predictions even where scoring
+    through the context is cheaper), plus ``plain`` (fast paths off) with ``--compare-plain``."""
+    variants: dict[str, Variant] = {}
+    for name in args.loss_path:
+        path, _, formulation = name.partition("-")
+        through_context = False if formulation == "predictions" else None
+        if name == "auto":
+            variants[name] = contextlib.nullcontext
+        else:
+            variants[name] = lambda p=(None if path == "auto" else path), c=through_context: scoring_path(p, c)
+    if args.compare_plain:
+        variants["plain"] = lambda: fast_paths(False)
+    return variants
 
 
 @dataclass
@@ -115,36 +149,78 @@ def make_train_step(
     return TrainStep(model=model, step=step, batch_size=batch_size, window_size=window_size)
 
 
+def make_loss_step(config: CPCConfig, device: torch.device, precision: str = "fp32", seed: int = 0) -> TrainStep:
+    """The prediction heads and InfoNCE alone, forward and backward, on fixed random latents and context
+    of the shapes ``config`` gives its windows; negatives are drawn every step, as the model does.
+
+    Returns:
+        :class:`TrainStep` whose ``model`` is the heads module.
+    """
+    torch.manual_seed(seed)
+    batch_size, window_size = config.data.batch_size, config.data.window_size
+    frames = CPCModel(config).num_frames(window_size)
+    predictor = config.predictor
+    heads = PredictionHeads(config.context.hidden_dim, config.encoder.hidden_dim, predictor).to(device)
+    latents = torch.randn(batch_size, frames, config.encoder.hidden_dim, device=device, requires_grad=True)
+    context = torch.randn(batch_size, frames, config.context.hidden_dim, device=device, requires_grad=True)
+    lengths = torch.full((batch_size,), frames, dtype=torch.long, device=device)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+
+    def step() -> None:
+        negatives = sample_negatives(
+            lengths, frames, predictor.num_steps, predictor.num_negatives, predictor.negative_sampling
+        )
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=precision == "bf16"):
+            result = heads_info_nce(heads, context, latents, negatives, lengths, predictor.negative_sampling)
+        heads.zero_grad(set_to_none=True)
+        latents.grad = context.grad = None
+        result.loss.backward()
+
+    return TrainStep(model=heads, step=step, batch_size=batch_size, window_size=window_size)  # type: ignore[arg-type]
+
+
 def benchmark_config(
     name: str, config: CPCConfig, device: torch.device, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Time ``args.steps`` training steps of ``config`` (after warm-up); the figures as a dict."""
-    train = make_train_step(config, device, args.precision, args.compile)
+    """Time ``args.steps`` steps of ``config`` per variant (after warm-up), variants alternating step by
+    step; the figures of the first variant at the top level, every variant under ``variants``."""
+    if args.part == "loss":
+        train = make_loss_step(config, device, args.precision)
+    else:
+        train = make_train_step(config, device, args.precision, args.compile)
+    variants = variants_of(args)
     # Warm-up: compilation, oneDNN's primitive cache, and the heap's steady state (three steps).
-    common.time_calls(train.step, 0, device, warmup=1 if args.tiny else 3)
+    for variant in variants.values():
+        with variant():
+            common.time_calls(train.step, 0, device, warmup=1 if args.tiny else 3)
+    common.reset_peak_memory(device)
     faults_before = common.minor_page_faults()
     user_before, system_before = common.cpu_seconds()
-    seconds = common.time_calls(train.step, args.steps, device, warmup=0, clock=args.clock)
-    faults = (common.minor_page_faults() - faults_before) / args.steps
+    timings: dict[str, list[float]] = {variant: [] for variant in variants}
+    for _ in range(args.steps):
+        for variant, enter in variants.items():
+            with enter():
+                timings[variant] += common.time_calls(train.step, 1, device, warmup=0, clock=args.clock)
+    steps_run = args.steps * len(variants)
+    faults = (common.minor_page_faults() - faults_before) / steps_run
     user_after, system_after = common.cpu_seconds()
     flops = common.train_step_flops(config, train.batch_size, train.window_size)
+    flop_total = flops.heads + flops.loss if args.part == "loss" else flops.total
+    first = next(iter(timings))
+    seconds = timings[first]
     step_seconds = common.median(seconds)
     audio_seconds = train.batch_size * train.window_size / config.data.sample_rate
     plain: dict[str, Any] = {}
-    if args.compare_plain:  # the same model and batch with the CPU fast paths off, steps alternating
-        fast, slow = [], []
-        for _ in range(args.steps):
-            fast += common.time_calls(train.step, 1, device, warmup=0, clock=args.clock)
-            with fast_paths(False):
-                slow += common.time_calls(train.step, 1, device, warmup=0, clock=args.clock)
+    if "plain" in timings:
         plain = {
-            "plain_seconds_per_step": common.median(slow),
-            "plain_seconds_per_step_all": [round(s, 4) for s in slow],
-            "fast_seconds_per_step_alternating": common.median(fast),
-            "fast_paths_speedup": common.median(slow) / common.median(fast),
+            "plain_seconds_per_step": common.median(timings["plain"]),
+            "plain_seconds_per_step_all": [round(s, 4) for s in timings["plain"]],
+            "fast_seconds_per_step_alternating": step_seconds,
+            "fast_paths_speedup": common.median(timings["plain"]) / step_seconds,
         }
     return {
         "config": name,
+        "part": args.part,
         "batch_size": train.batch_size,
         "window_size": train.window_size,
         "encoder_dim": config.encoder.hidden_dim,
@@ -153,16 +229,28 @@ def benchmark_config(
         "num_negatives": config.predictor.num_negatives,
         "normalization": config.encoder.normalization,
         "parameters": sum(p.numel() for p in train.model.parameters()),
+        "variant": first,
         "seconds_per_step": step_seconds,
         "seconds_per_step_all": [round(s, 4) for s in seconds],
+        "seconds_per_sequence": step_seconds / train.batch_size,
         "audio_seconds_per_second": audio_seconds / step_seconds,
-        "flop_per_step": flops.total,
+        "flop_per_step": flop_total,
         "flop_breakdown": flops.as_dict(),
-        "achieved_gflops": flops.total / step_seconds / 1e9,
+        "achieved_gflops": flop_total / step_seconds / 1e9,
+        "variants": {
+            variant: {
+                "seconds_per_step": common.median(values),
+                "seconds_per_sequence": common.median(values) / train.batch_size,
+                "seconds_per_step_all": [round(s, 4) for s in values],
+                "relative_to_first": common.median(values) / step_seconds,
+            }
+            for variant, values in timings.items()
+        },
         "minor_faults_per_step": faults,
-        "user_cpu_seconds_per_step": (user_after - user_before) / args.steps,
-        "system_cpu_seconds_per_step": (system_after - system_before) / args.steps,
+        "user_cpu_seconds_per_step": (user_after - user_before) / steps_run,
+        "system_cpu_seconds_per_step": (system_after - system_before) / steps_run,
         "peak_rss_mib": common.peak_rss_mib(),
+        "peak_device_memory_mib": common.peak_device_memory_mib(device),
         **plain,
     }
 
@@ -172,6 +260,7 @@ def benchmark_config(
 BUCKETS = (  # (bucket, substrings of op names), first match wins; op names are lower-cased
     ("conv", ("conv",)),
     ("recurrent", ("gru", "lstm", "rnn")),
+    ("sampled scores", ("sampled_addmm", "embedding_bag", "sort", "searchsorted")),
     ("optimizer", ("adam", "_foreach", "optimizer")),
     ("norm", ("norm",)),
     ("matmul", ("mm", "matmul", "linear", "dot")),
@@ -194,16 +283,21 @@ def profile_config(name: str, config: CPCConfig, device: torch.device, args: arg
     """Profile ``args.steps`` steps with torch.profiler; print the per-op table; return the shares."""
     from torch.profiler import ProfilerActivity, profile
 
-    train = make_train_step(config, device, args.precision, args.compile)
-    common.time_calls(train.step, 0, device, warmup=1 if args.tiny else 3)
+    if args.part == "loss":
+        train = make_loss_step(config, device, args.precision)
+    else:
+        train = make_train_step(config, device, args.precision, args.compile)
+    variant_name, variant = next(iter(variants_of(args).items()))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(args.steps):
-            train.step()
-        common.synchronize(device)
+    with variant():
+        common.time_calls(train.step, 0, device, warmup=1 if args.tiny else 3)
+        with profile(activities=activities) as prof:
+            for _ in range(args.steps):
+                train.step()
+            common.synchronize(device)
     averages = prof.key_averages()
     time_key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"== {name}: {args.steps} steps, ops by self time ==", file=sys.stderr)
+    print(f"== {name} ({args.part}, batch {train.batch_size}, {variant_name}): {args.steps} steps, ops by self time ==", file=sys.stderr)
     print(averages.table(sort_by=time_key, row_limit=args.profile_rows), file=sys.stderr)
     buckets: dict[str, float] = {}
     for event in averages:
@@ -213,7 +307,14 @@ def profile_config(name: str, config: CPCConfig, device: torch.device, args: arg
     print(f"== {name}: share of self time by kind ==", file=sys.stderr)
     for bucket, share in shares.items():
         print(f"  {bucket:<18} {100 * share:5.1f}%", file=sys.stderr)
-    return {"config": name, "profiled_steps": args.steps, "self_time_share": shares}
+    return {
+        "config": name,
+        "part": args.part,
+        "batch_size": train.batch_size,
+        "variant": variant_name,
+        "profiled_steps": args.steps,
+        "self_time_share": shares,
+    }
 
 
 # ---- command line ----------------------------------------------------------------------------------
@@ -255,6 +356,19 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         default="wall",
         help="wall (default); cpu: this thread's CPU time, for a shared machine (needs --threads 1)",
     )
+    parser.add_argument(
+        "--batch-sizes", default=None, help="comma-separated batch sizes, e.g. 8,16,32,64 (default: the config's)"
+    )
+    parser.add_argument(
+        "--part", choices=["step", "loss"], default="step", help="step: the whole training step; loss: heads + InfoNCE"
+    )
+    parser.add_argument(
+        "--loss-path",
+        default="auto",
+        help="InfoNCE scoring path(s), comma-separated, timed alternately: auto (default), "
+        + ", ".join(SCORING_PATHS)
+        + "; with -predictions (e.g. pool-predictions, the scoring before issue 18): never through the context",
+    )
     parser.add_argument("--tiny", action="store_true", help="a tiny config, 2 steps: checks the script runs")
     parser.add_argument("--profile", action="store_true", help="print the torch.profiler table by op instead")
     parser.add_argument("--profile-rows", type=int, default=25, help="rows of the profiler table")
@@ -263,7 +377,55 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         args.steps = 2 if args.tiny else 5
     if args.steps < 1:
         parser.error("--steps must be >= 1")
+    try:
+        args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")] if args.batch_sizes else [None]
+    except ValueError:
+        parser.error(f"--batch-sizes must be comma-separated integers, got {args.batch_sizes!r}")
+    if any(size is not None and size < 1 for size in args.batch_sizes):
+        parser.error("--batch-sizes must be >= 1")
+    args.loss_path = [path.strip() for path in args.loss_path.split(",") if path.strip()]
+    known = [f"{path}{suffix}" for path in ("auto", *SCORING_PATHS) for suffix in ("", "-predictions")]
+    unknown = [path for path in args.loss_path if path not in known]
+    if unknown or not args.loss_path or len(set(args.loss_path)) != len(args.loss_path):
+        parser.error(f"--loss-path takes distinct names from {', '.join(known)}; got {args.loss_path}")
     return args
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    """One human line per result: time, rate, MFU, the variants side by side."""
+    line = (
+        f"  {r['config']:<6} batch {r['batch_size']:<3} {r['part']:<4} {r['seconds_per_step']:.3f} s/step "
+        f"{1e3 * r['seconds_per_sequence']:.1f} ms/seq  {r['audio_seconds_per_second']:.2f} audio s/s  "
+        f"{r['flop_per_step'] / 1e9:.1f} GFLOP/step  {r['achieved_gflops']:.1f} GFLOP/s  "
+        f"MFU {100 * r['mfu']:.1f}% (vs best matmul {100 * r['mfu_best_matmul']:.1f}%)  "
+        f"{r['minor_faults_per_step']:.0f} minor faults ({r['system_cpu_seconds_per_step']:.2f} s system CPU)/step"
+    )
+    others = [
+        f"{name} {1e3 * v['seconds_per_sequence']:.1f} ms/seq ({v['relative_to_first']:.2f}x)"
+        for name, v in r["variants"].items()
+        if name != r["variant"]
+    ]
+    if others:
+        line += f"\n         alternating with {r['variant']}: " + ", ".join(others)
+    return line
+
+
+def scaling_summary(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per config, the seconds per sequence of every batch size (and variant) and the ratio to the first."""
+    table: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        rows = table.setdefault(r["config"], [])
+        base = rows[0] if rows else None
+        row = {
+            "batch_size": r["batch_size"],
+            "seconds_per_sequence": r["seconds_per_sequence"],
+            "ratio_to_first": r["seconds_per_sequence"] / (base["seconds_per_sequence"] if base else r["seconds_per_sequence"]),
+            "variants": {name: v["seconds_per_sequence"] for name, v in r["variants"].items()},
+            "mfu": r["mfu"],
+            "mfu_best_matmul": r["mfu_best_matmul"],
+        }
+        rows.append(row)
+    return table
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -276,14 +438,17 @@ def main(argv: Optional[list[str]] = None) -> None:
         configs = {"tiny": TINY}
     else:
         configs = CONFIGS if args.config == "both" else {args.config: CONFIGS[args.config]}
-    resolved = {name: build_config(sections, args.normalization) for name, sections in configs.items()}
+    runs = [
+        (name, build_config(sections, args.normalization, size))
+        for name, sections in configs.items()
+        for size in args.batch_sizes
+    ]
+    header = {"device": str(device), "precision": args.precision, "compile": args.compile, "part": args.part}
 
     if args.profile:
-        results = [profile_config(name, config, device, args) for name, config in resolved.items()]
+        results = [profile_config(name, config, device, args) for name, config in runs]
         common.print_result(
-            "train_step_profile",
-            {"device": str(device), "precision": args.precision, **common.environment(), "results": results},
-            "profile printed above",
+            "train_step_profile", {**header, **common.environment(), "results": results}, "profile printed above"
         )
         return
 
@@ -302,7 +467,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     onednn_peaks: list[float] = []
     sample_peaks()
     results = []
-    for name, config in resolved.items():
+    for name, config in runs:
         results.append(benchmark_config(name, config, device, args))
         sample_peaks()
     peak = common.median(peaks)
@@ -311,9 +476,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         result["mfu"] = result["achieved_gflops"] / peak
         result["mfu_best_matmul"] = result["achieved_gflops"] / best_peak
     payload = {
-        "device": str(device),
-        "precision": args.precision,
-        "compile": args.compile,
+        **header,
         "clock": args.clock,
         **common.environment(),
         "matmul_gflops": peak,
@@ -321,27 +484,26 @@ def main(argv: Optional[list[str]] = None) -> None:
         "onednn_matmul_gflops": common.median(onednn_peaks) if onednn_peaks else None,
         "onednn_matmul_gflops_samples": [round(p, 1) for p in onednn_peaks],
         "best_matmul_gflops": best_peak,
-        "results": results,
     }
-    lines = [
+    title = (
         f"train_step on {device} ({args.precision}, {torch.get_num_threads()} threads, "
         f"{common.allocator_description()}); matmul peak {peak:.1f} GFLOP/s (torch.mm)"
         + (f", {payload['onednn_matmul_gflops']:.1f} GFLOP/s (oneDNN)" if onednn_peaks else "")
-    ]
-    for r in results:
+    )
+    if args.batch_sizes == [None]:
+        lines = [title] + [summary_line(r) for r in results]
+        common.print_result("train_step", {**payload, "results": results}, "\n".join(lines))
+        return
+    for result in results:  # one line per batch size
+        common.print_result("train_step", {**payload, "results": [result]}, summary_line(result))
+    table = scaling_summary(results)
+    lines = [title, "seconds per sequence by batch size (ratio to the first size):"]
+    for name, rows in table.items():
         lines.append(
-            f"  {r['config']:<6} {r['seconds_per_step']:.3f} s/step  {r['audio_seconds_per_second']:.2f} audio s/s  "
-            f"{r['flop_per_step'] / 1e9:.1f} GFLOP/step  {r['achieved_gflops']:.1f} GFLOP/s  "
-            f"MFU {100 * r['mfu']:.1f}% (vs best matmul {100 * r['mfu_best_matmul']:.1f}%)  "
-            f"{r['minor_faults_per_step']:.0f} minor faults "
-            f"({r['system_cpu_seconds_per_step']:.2f} s system CPU)/step"
+            f"  {name}: "
+            + ", ".join(f"{row['batch_size']}: {1e3 * row['seconds_per_sequence']:.1f} ms ({row['ratio_to_first']:.2f}x)" for row in rows)
         )
-        if "fast_paths_speedup" in r:
-            lines.append(
-                f"         fast paths off: {r['plain_seconds_per_step']:.3f} s/step, on: "
-                f"{r['fast_seconds_per_step_alternating']:.3f} s/step (alternating): {r['fast_paths_speedup']:.2f}x"
-            )
-    common.print_result("train_step", payload, "\n".join(lines))
+    common.print_result("train_step_scaling", {**payload, "configs": table}, "\n".join(lines))
 
 
 if __name__ == "__main__":

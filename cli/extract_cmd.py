@@ -9,7 +9,9 @@ from typing import Optional
 
 import typer
 
-from cpcaudio.cli.common import stderr_is_terminal, user_errors
+from cpcaudio.cli.common import user_errors
+from cpcaudio.cli.options import DeviceOption, OverwriteOption, QuietOption
+from cpcaudio.cli.progress import ProgressPrinter
 
 
 def register(app: typer.Typer) -> None:
@@ -24,14 +26,14 @@ def extract(
     ),
     out: Path = typer.Argument(..., help="Directory of the feature store to write (an unfinished one is resumed)."),
     layer: str = typer.Option("context", "--layer", help="context (c), encoder (z) or all (z and c concatenated)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, mps ... (default: cuda if available)."),
+    device: DeviceOption = None,
     batch_size: int = typer.Option(8, "--batch-size", help="Utterances per batch (grouped by similar length)."),
     npy: bool = typer.Option(False, "--npy", help="Also write one .npy file per utterance under OUT/npy/."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing feature store at OUT."),
+    overwrite: OverwriteOption = False,
     chunk_seconds: Optional[float] = typer.Option(
         None, "--chunk-seconds", help="Seconds of signal per chunk for long utterances (default 10; same result)."
     ),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar and no summary."),
+    quiet: QuietOption = False,
 ) -> None:
     """Extract frozen CPC features of every utterance of INPUT into the feature store OUT.
 
@@ -40,22 +42,10 @@ def extract(
 
     An interrupted run continues where it stopped when the same command is run again.
     """
-    from cpcaudio.feature_store import extract_to_store
+    from cpcaudio.extract import extract_to_store
 
     with user_errors(ctx):
-        bar = None
-        if not quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(unit="utt", desc="extract", disable=not stderr_is_terminal(), dynamic_ncols=True)
-
-        def progress(done: int, total: int) -> None:
-            if bar is not None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
-        try:
+        with ProgressPrinter(quiet=quiet) as printer:
             summary = extract_to_store(
                 checkpoint,
                 input,
@@ -66,12 +56,9 @@ def extract(
                 npy=npy,
                 overwrite=overwrite,
                 chunk_seconds=chunk_seconds,
-                progress=progress,
+                progress=printer,
                 command=shlex.join(["cpcaudio", *sys.argv[1:]]),
             )
-        finally:
-            if bar is not None:
-                bar.close()
         if quiet:
             return
         if summary.already_complete:

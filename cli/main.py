@@ -48,8 +48,10 @@ from cpcaudio.cli import prepare_cmd  # noqa: E402
 from cpcaudio.cli import train_cmd  # noqa: E402
 from cpcaudio.cli import extract_cmd  # noqa: E402
 from cpcaudio.cli import probe_cmd  # noqa: E402
+from cpcaudio.cli import convert_cmd, export_cmd  # noqa: E402
+from cpcaudio.cli import abx_cmd, units_cmd  # noqa: E402
 
-for _module in (prepare_cmd, train_cmd, extract_cmd, probe_cmd, demo_cmd):
+for _module in (prepare_cmd, train_cmd, extract_cmd, probe_cmd, abx_cmd, units_cmd, demo_cmd, convert_cmd, export_cmd):
     _module.register(app)
 
 if __name__ == "__main__":

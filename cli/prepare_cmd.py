@@ -1,28 +1,41 @@
-"""``cpcaudio prepare KIND SRC OUT`` and ``cpcaudio info DATASET``: make and describe prepared datasets."""
+"""``cpcaudio prepare KIND SRC OUT``: make a prepared dataset from a source corpus.
+
+The kinds and their options are not written here: every reader in :mod:`cpcaudio.data.sources`
+declares its options (:class:`~cpcaudio.data.sources.SourceOption`), and this module turns each into a
+flag, grouped by kind in ``--help``. A kind's options reach the library only when given on the command
+line, and the library refuses one that does not apply to the chosen kind.
+"""
 
 from __future__ import annotations
 
-import json
+import copy
+import inspect
 import shlex
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional, get_args
 
 import typer
 
 from cpcaudio.cli.common import echo, user_errors
+from cpcaudio.cli.options import OverwriteOption, QuietOption, SeedOption
+from cpcaudio.cli.progress import ProgressPrinter
+from cpcaudio.data.sources import SOURCE_KINDS, SourceOption, source_kind
 from cpcaudio.errors import UsageError
 
-_KIND_HELP = "Source kind: folder, librispeech, timit, textgrid, fsdd, uea or synthetic."
+# Declared options whose flag is one of the options every command shares take that shared definition.
+_SHARED_OPTIONS: dict[str, Any] = {"--seed": SeedOption}
 
 
 def register(app: typer.Typer) -> None:
-    app.command("prepare")(prepare)
-    app.command("info")(info)
+    app.command("prepare", help=_command_help())(_prepare_command())
+    from cpcaudio.cli import info_cmd  # until cli/main.py registers ``info`` itself, next to prepare
+
+    info_cmd.register(app)
 
 
 def prepare(
     ctx: typer.Context,
-    kind: str = typer.Argument(..., help=_KIND_HELP),
+    kind: str = typer.Argument(..., help=f"Source kind: {', '.join(SOURCE_KINDS)}."),
     src: str = typer.Argument(
         ..., help="Source corpus folder (uea: also a bundled set name or a .ts file). For synthetic give only OUT."
     ),
@@ -37,78 +50,23 @@ def prepare(
         "--on-error",
         help="fail: stop at the first bad file; skip: leave bad files out and list them in the report.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in OUT."),
+    overwrite: OverwriteOption = False,
     limit: Optional[int] = typer.Option(None, "--limit", help="Prepare only the first N utterances (trials)."),
     label_tolerance: int = typer.Option(
         2, "--label-tolerance", help="Allowed label/audio length mismatch, in label frames (10 ms for audio)."
     ),
-    fold_39: bool = typer.Option(False, "--fold-39", help="timit: fold the 61 phones into Lee & Hon's 39."),
-    split: Optional[str] = typer.Option(None, "--split", help="timit: official or within-speaker."),
-    test_fraction: Optional[float] = typer.Option(
-        None, "--test-fraction", help="Share of each speaker's utterances held out as test (default 0.2)."
-    ),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="librispeech: the CPC frame label file."),
-    split_list: Optional[list[str]] = typer.Option(
-        None, "--split-list", help="librispeech: NAME=FILE, one utterance id per line (repeatable)."
-    ),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="librispeech: label classes (41)."),
-    speaker_pattern: Optional[str] = typer.Option(
-        None, "--speaker-pattern", help="folder/textgrid: regex with a group (?P<speaker>...) on the relative path."
-    ),
-    file_list: Optional[Path] = typer.Option(
-        None, "--file-list", help="folder: CSV/TSV with a 'path' column, optional id, speaker, split, labels."
-    ),
-    label_ext: Optional[str] = typer.Option(
-        None, "--label-ext", help="textgrid: label file extensions, e.g. .TextGrid,.phn,.lab"
-    ),
-    label_units: Optional[str] = typer.Option(
-        None, "--label-units", help="textgrid: seconds, samples or htk (times in text label files)."
-    ),
-    tier: Optional[str] = typer.Option(None, "--tier", help="textgrid: TextGrid tier with the phones."),
-    labels_dir: Optional[Path] = typer.Option(
-        None, "--labels-dir", help="textgrid: folder mirroring SRC that holds the label files."
-    ),
-    phone_set: Optional[str] = typer.Option(
-        None, "--phone-set", help="textgrid: fixed phone set, a file (one per line) or a comma list."
-    ),
-    num_speakers: Optional[int] = typer.Option(None, "--num-speakers", help="synthetic: voices (default 8)."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="synthetic: minutes of audio (default 10)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="synthetic: random seed (default 0)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    quiet: QuietOption = False,
+    **kind_values: Any,
 ) -> None:
-    """Prepare a source corpus into a memory-mapped dataset directory that train/extract/probe read.
-
-    Examples: `cpcaudio prepare timit TIMIT/ data/timit --fold-39`, `cpcaudio prepare fsdd fsdd/ data/fsdd
-    --sample-rate 16000`, `cpcaudio prepare uea BasicMotions data/basicmotions`, `cpcaudio prepare
-    synthetic data/synthetic`.
-    """
+    """Prepare a source corpus into a memory-mapped dataset directory that train/extract/probe read."""
     from cpcaudio.data import prepare as prepare_dataset
 
     with user_errors(ctx):
         if out is None:
-            if kind != "synthetic":
+            if source_kind(kind).source != "none":
                 raise UsageError(f"missing OUT: cpcaudio prepare {kind} SRC OUT")
             src, out = "", Path(src)
-        options: dict[str, Any] = {
-            "fold_39": fold_39 or None,
-            "split": split,
-            "test_fraction": test_fraction,
-            "labels": labels,
-            "split_lists": _split_lists(split_list) if split_list else None,
-            "num_classes": num_classes,
-            "speaker_pattern": speaker_pattern,
-            "file_list": file_list,
-            "label_ext": label_ext,
-            "label_units": label_units,
-            "tier": tier,
-            "labels_dir": labels_dir,
-            "phone_set": phone_set,
-            "num_speakers": num_speakers,
-            "minutes": minutes,
-            "seed": seed,
-        }
-        options = {name: value for name, value in options.items() if value is not None}
-        with _ProgressBar(disable=quiet) as bar:
+        with ProgressPrinter(quiet=quiet) as printer:
             result = prepare_dataset(
                 kind,
                 src or None,
@@ -118,50 +76,120 @@ def prepare(
                 workers=workers,
                 on_error=on_error,
                 overwrite=overwrite,
-                progress=bar.update,
+                progress=printer,
                 limit=limit,
                 label_tolerance=label_tolerance,
                 command=_command_line(ctx),
-                **options,
+                **_given_kind_options(kind_values),
             )
-        counts = result.meta["counts"]
-        seconds_of_audio = counts["total_samples"] / result.meta["sample_rate"]
-        echo(
-            f"prepared {counts['utterances']} utterances, {counts['speakers']} speakers, "
-            f"{counts['hours'] * 60:.1f} min into {result.path} in {result.seconds:.1f} s "
-            f"({seconds_of_audio / max(result.seconds, 1e-9):.0f}x real time)",
-            quiet,
-        )
-        for name, values in result.unmatched.items():
-            if values:
-                echo(f"  {name}: {len(values)} (listed in {result.path / 'report.json'})", quiet)
-        if result.skipped:
-            echo(f"  skipped: {len(result.skipped)} file(s) (listed in {result.path / 'report.json'})", quiet)
-            for entry in result.skipped[:5]:
-                echo(f"    {entry['problem']}", quiet)
+        for line in _summary(result):
+            echo(line, quiet)
 
 
-def info(
-    ctx: typer.Context,
-    dataset: Path = typer.Argument(..., help="A prepared dataset directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
-) -> None:
-    """Describe a prepared dataset: hours, utterances, speakers, splits, label sets with counts."""
-    from cpcaudio.data import PreparedDataset, dataset_summary, format_summary
+def _summary(result: Any) -> list[str]:
+    """What ``prepare`` prints on stdout: the totals, then what went unmatched or was skipped."""
+    counts = result.meta["counts"]
+    seconds_of_audio = counts["total_samples"] / result.meta["sample_rate"]
+    report = result.path / "report.json"
+    lines = [
+        f"prepared {counts['utterances']} utterances, {counts['speakers']} speakers, "
+        f"{counts['hours'] * 60:.1f} min into {result.path} in {result.seconds:.1f} s "
+        f"({seconds_of_audio / max(result.seconds, 1e-9):.0f}x real time)"
+    ]
+    lines += [f"  {name}: {len(values)} (listed in {report})" for name, values in result.unmatched.items() if values]
+    if result.skipped:
+        lines.append(f"  skipped: {len(result.skipped)} file(s) (listed in {report})")
+        lines += [f"    {entry['problem']}" for entry in result.skipped[:5]]
+    return lines
 
-    with user_errors(ctx):
-        summary = dataset_summary(PreparedDataset.open(dataset))
-        typer.echo(json.dumps(summary) if as_json else format_summary(summary))
+
+# ---- kind options: from the readers' declarations to typer parameters ------------------------------------
 
 
-def _split_lists(values: list[str]) -> dict[str, Path]:
-    lists = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise UsageError(f"--split-list expects NAME=FILE (e.g. train=train_split.txt), got {value!r}")
-        lists[name] = Path(path)
-    return lists
+def _declared_options() -> dict[str, tuple[SourceOption, list[str]]]:
+    """Every declared option once (by keyword name) with the kinds that declare it: each kind's own
+    options in kind order, then the options several kinds share."""
+    options: dict[str, tuple[SourceOption, list[str]]] = {}
+    for kind in SOURCE_KINDS.values():
+        for option in kind.options:
+            if option.name in options:
+                first = options[option.name][0]
+                if (first.cli_flag, first.type, first.multiple) != (option.cli_flag, option.type, option.multiple):
+                    raise AssertionError(f"kinds declare the option {option.name!r} in two different ways")
+                options[option.name][1].append(kind.name)
+            else:
+                options[option.name] = (option, [kind.name])
+    return dict(sorted(options.items(), key=lambda entry: len(entry[1][1]) > 1))  # stable: kind order kept
+
+
+def _kind_parameter(option: SourceOption, kinds: list[str]) -> inspect.Parameter:
+    """The typer parameter of one declared option (default: not given, so the reader's own applies)."""
+    panel = f"Options of {', '.join(kinds)}"
+    if option.cli_flag in _SHARED_OPTIONS:
+        shared = _SHARED_OPTIONS[option.cli_flag]
+        value_type, info = get_args(shared)
+        info = copy.copy(info)
+        info.rich_help_panel = panel
+        annotation: Any = Annotated[value_type, info]
+        default: Any = None
+    elif option.type is bool:
+        annotation = Annotated[bool, typer.Option(option.cli_flag, help=option.help, rich_help_panel=panel)]
+        default = False
+    else:
+        value_type = list[option.type] if option.multiple else option.type  # type: ignore[name-defined]
+        text = option.help if option.default is None else f"{option.help} Default: {option.default}."
+        annotation = Annotated[
+            Optional[value_type],
+            typer.Option(option.cli_flag, help=text, show_default=False, rich_help_panel=panel),
+        ]
+        default = None
+    return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _given_kind_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The kind options given on the command line, as the reader's keywords."""
+    declared = _declared_options()
+    given = {}
+    for name, value in values.items():
+        if value is None or value is False or value == []:
+            continue
+        given[name] = declared[name][0].from_cli(value)
+    return given
+
+
+def _prepare_command() -> Any:
+    """:func:`prepare` with one keyword parameter per declared kind option, for typer to read."""
+    signature = inspect.signature(prepare, eval_str=True)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    # --quiet last, after the kind options (as in --help and the command recorded in meta.json)
+    quiet = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in fixed if p.name == "quiet"]
+    fixed = [p for p in fixed if p.name != "quiet"]
+    extra = [_kind_parameter(option, kinds) for option, kinds in _declared_options().values()] + quiet
+
+    def command(**values: Any) -> None:
+        prepare(**values)
+
+    command.__doc__ = prepare.__doc__
+    command.__signature__ = signature.replace(parameters=fixed + extra)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in fixed + extra}
+    return command
+
+
+def _command_help() -> str:
+    lines = [
+        "Prepare a source corpus into a memory-mapped dataset directory that train/extract/probe read.",
+        "",
+        "Kinds:",
+        "",
+    ]
+    lines += [f"- {kind.name}: {kind.summary}" for kind in SOURCE_KINDS.values()]
+    lines += [
+        "",
+        "Examples: `cpcaudio prepare timit TIMIT/ data/timit --fold-39`, `cpcaudio prepare fsdd fsdd/ data/fsdd "
+        "--sample-rate 16000`, `cpcaudio prepare uea BasicMotions data/basicmotions`, `cpcaudio prepare "
+        "synthetic data/synthetic`.",
+    ]
+    return "\n".join(lines)
 
 
 def _command_line(ctx: typer.Context) -> str:
@@ -187,26 +215,3 @@ def _command_line(ctx: typer.Context) -> str:
             parts += [flag, str(value)]
     return shlex.join(parts)
 
-
-class _ProgressBar:
-    """A tqdm bar on stderr driven by the library's ``progress(done, total)`` callback."""
-
-    def __init__(self, disable: bool) -> None:
-        self.disable = disable
-        self._bar = None
-
-    def __enter__(self) -> "_ProgressBar":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-    def update(self, done: int, total: int) -> None:
-        if self.disable:
-            return
-        if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="utt", desc="prepare", leave=False)
-        self._bar.update(done - self._bar.n)

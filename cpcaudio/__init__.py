@@ -18,7 +18,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load": "cpcaudio.checkpoint",
+    "load": "cpcaudio.train.checkpoint",
     "CPCConfig": "cpcaudio.config",
     "CPCAudioError": "cpcaudio.errors",
     "CPCModel": "cpcaudio.model",

@@ -27,7 +27,7 @@ import yaml
 from cpcaudio.errors import ConfigError
 from cpcaudio.geometry import default_paddings
 
-Normalization = Literal["batch", "channel", "layer", "none"]
+Normalization = Literal["batch", "channel", "layer", "none", "channel-unbiased"]
 InputNormalization = Literal["sequence", "none"]
 NegativeSampling = Literal["batch", "same-sequence"]
 ContextKind = Literal["gru", "lstm"]
@@ -136,11 +136,9 @@ class DataConfig:
     batch_size: int = 8  # windows per batch (per process under torchrun)
     sampler: SamplerMode = "same-speaker"  # CPC_audio's default: each batch from one speaker
     short_utterances: ShortUtterances = "pad"  # utterances shorter than a window: pad+mask or skip
-    num_workers: int = 0  # data-loading worker processes
 
     def validate(self) -> None:
         _positive(self, "sample_rate", "window_size", "batch_size")
-        _non_negative(self, "num_workers")
 
 
 @dataclass
@@ -189,8 +187,12 @@ class CPCConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CPCConfig:
-        """Build from a nested dict; unknown keys and wrong types raise :class:`ConfigError`."""
-        return _build(cls, data, prefix="").validate()
+        """Build from a nested dict; unknown keys and wrong types raise :class:`ConfigError`.
+
+        Keys that earlier versions wrote but that no longer exist (:data:`RETIRED_KEYS`) are dropped,
+        so old checkpoints and config files still load.
+        """
+        return _build(cls, _without_retired_keys(data), prefix="").validate()
 
     def save(self, path: str | Path) -> None:
         """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically (temporary file + rename)."""
@@ -207,9 +209,14 @@ class CPCConfig:
     @classmethod
     def load(cls, path: str | Path) -> CPCConfig:
         """Read a YAML or JSON file written by :meth:`save` (or by hand; partial files are fine)."""
+        return cls.load_with_mapping(path)[0]
+
+    @classmethod
+    def load_with_mapping(cls, path: str | Path) -> tuple[CPCConfig, dict[str, Any]]:
+        """:meth:`load`, plus the file's own mapping of sections (which keys the file sets)."""
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the YAML
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"cannot read config file {path}: {error}") from None
         try:
@@ -222,7 +229,7 @@ class CPCConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(data), data
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
 
@@ -253,6 +260,24 @@ def apply_overrides(config: CPCConfig, assignments: Iterable[str]) -> CPCConfig:
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+
+# section.key -> why it went. Written by earlier versions (so found in their checkpoints), read by none.
+RETIRED_KEYS = {
+    "data.num_workers": "cpcaudio 0.1 validated it but never started loader workers",
+}
+
+
+def _without_retired_keys(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        return data
+    cleaned = dict(data)
+    for key in RETIRED_KEYS:
+        section_name, _, field_name = key.partition(".")
+        section = cleaned.get(section_name)
+        if isinstance(section, Mapping) and field_name in section:
+            cleaned[section_name] = {name: value for name, value in section.items() if name != field_name}
+    return cleaned
+
 
 
 def _positive(section: Any, *names: str) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Optional, Union
 
 from cpcaudio.config import CPCConfig
 from cpcaudio.errors import DataError, ResourceError, UsageError
-from cpcaudio.geometry import conv_output_length, frame_geometry
+from cpcaudio.geometry import frame_geometry, layer_lengths
 
 PathLike = Union[str, os.PathLike]
 SKIP_ENVIRONMENT_VARIABLE = "CPCAUDIO_SKIP_RESOURCE_CHECKS"
@@ -123,11 +123,7 @@ def count_parameters(config: CPCConfig) -> int:
 def _layer_lengths(config: CPCConfig, num_samples: int) -> list[int]:
     """Time steps after each encoder layer for ``num_samples`` input samples."""
     encoder = config.encoder
-    lengths, length = [], num_samples
-    for kernel, stride, padding in zip(encoder.kernel_sizes, encoder.strides, encoder.resolved_paddings()):
-        length = conv_output_length(length, kernel, stride, padding)
-        lengths.append(length)
-    return lengths
+    return layer_lengths(num_samples, encoder.kernel_sizes, encoder.strides, encoder.resolved_paddings())
 
 
 def estimate_training_memory(config: CPCConfig) -> MemoryEstimate:
@@ -158,7 +154,10 @@ def estimate_training_memory(config: CPCConfig) -> MemoryEstimate:
     per_window += 3 * steps * (1 + negatives) * frames * FLOAT_BYTES
     per_window += 3 * steps * negatives * frames * INDEX_BYTES
     rows = data.batch_size * frames
-    score_matrix = (rows * rows if predictor.negative_sampling == "batch" else data.batch_size * frames * frames)
+    from cpcaudio.model.negatives import negative_sampler  # torch: imported only when estimating
+
+    pooled_over_batch = negative_sampler(predictor.negative_sampling).pool == "batch"
+    score_matrix = rows * rows if pooled_over_batch else data.batch_size * frames * frames
     activations = data.batch_size * per_window + score_matrix * FLOAT_BYTES
     return MemoryEstimate(
         parameters=parameters,
@@ -449,15 +448,9 @@ def disk_full_error(path: PathLike, error: OSError, what: str) -> ResourceError:
     )
 
 
-def ceil_div(numerator: int, denominator: int) -> int:
-    """``ceil(numerator / denominator)`` for non-negative integers."""
-    return -(-int(numerator) // int(denominator)) if denominator else 0
-
-
 __all__ = [
     "MemoryEstimate",
     "available_memory",
-    "ceil_div",
     "check_dataset_covers_window",
     "check_disk_space",
     "check_extraction_fits",

@@ -16,34 +16,12 @@ one rate); stereo is mixed down unless ``--keep-channels``.
 
 from __future__ import annotations
 
-import argparse
-
-from cpcaudio.data import prepare
+import _common
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="folder of audio files")
-    parser.add_argument("out", help="dataset directory to create")
-    parser.add_argument("--sample-rate", type=int, default=None, help="resample to this rate (soxr)")
-    parser.add_argument("--keep-channels", action="store_true", help="keep channels instead of mixing down")
-    parser.add_argument("--speaker-pattern", default=None, help="regex with (?P<speaker>...)")
-    parser.add_argument("--file-list", default=None, help="CSV/TSV with a path column")
-    parser.add_argument("--on-error", default="fail", choices=["fail", "skip"])
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args()
-    options = {"speaker_pattern": args.speaker_pattern, "file_list": args.file_list}
-    result = prepare(
-        "folder",
-        args.src,
-        args.out,
-        sample_rate=args.sample_rate,
-        mono=not args.keep_channels,
-        on_error=args.on_error,
-        overwrite=args.overwrite,
-        **{k: v for k, v in options.items() if v is not None},
-    )
-    print(f"{result.meta['counts']} -> {result.path} (skipped {len(result.skipped)})")
+    args = _common.parser("folder", __doc__, src_help="folder of audio files").parse_args()
+    _common.run("folder", args)
 
 
 if __name__ == "__main__":

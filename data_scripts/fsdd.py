@@ -14,20 +14,12 @@ on both sides, so it serves digit and speaker probes alike.
 
 from __future__ import annotations
 
-import argparse
-
-from cpcaudio.data import prepare
+import _common
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="FSDD folder (or its recordings/)")
-    parser.add_argument("out", help="dataset directory to create")
-    parser.add_argument("--sample-rate", type=int, default=None, help="resample to this rate (soxr)")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args()
-    result = prepare("fsdd", args.src, args.out, sample_rate=args.sample_rate, overwrite=args.overwrite)
-    print(f"{result.meta['counts']} -> {result.path}")
+    args = _common.parser("fsdd", __doc__, src_help="FSDD folder (or its recordings/)").parse_args()
+    _common.run("fsdd", args)
 
 
 if __name__ == "__main__":

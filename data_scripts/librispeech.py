@@ -17,27 +17,16 @@ Utterances with labels but no audio, or audio but no labels, are counted and lis
 
 from __future__ import annotations
 
-import argparse
-
-from cpcaudio.data import prepare
+import _common
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="folder holding the speaker folders")
-    parser.add_argument("out", help="dataset directory to create")
-    parser.add_argument("--labels", help="converted_aligned_phones.txt (default: looked up in src)")
-    parser.add_argument("--train", help="train_split.txt")
-    parser.add_argument("--test", help="test_split.txt")
-    parser.add_argument("--workers", type=int, default=0, help="worker processes (0: one per CPU)")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args()
+    arguments = _common.parser("librispeech", __doc__, src_help="folder holding the speaker folders")
+    arguments.add_argument("--train", help="train_split.txt (= --split-list train=FILE)")
+    arguments.add_argument("--test", help="test_split.txt (= --split-list test=FILE)")
+    args = arguments.parse_args()
     split_lists = {name: path for name, path in (("train", args.train), ("test", args.test)) if path}
-    options = {"split_lists": split_lists} if split_lists else {}
-    if args.labels:
-        options["labels"] = args.labels
-    result = prepare("librispeech", args.src, args.out, workers=args.workers, overwrite=args.overwrite, **options)
-    print(f"{result.meta['counts']} -> {result.path}")
+    _common.run("librispeech", args, **({"split_lists": split_lists} if split_lists else {}))
 
 
 if __name__ == "__main__":

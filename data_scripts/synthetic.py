@@ -13,29 +13,11 @@ Phone labels are the 39 folded TIMIT classes; 20 % of each speaker's utterances 
 
 from __future__ import annotations
 
-import argparse
-
-from cpcaudio.data import prepare
+import _common
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", help="dataset directory to create")
-    parser.add_argument("--num-speakers", type=int, default=8)
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args()
-    result = prepare(
-        "synthetic",
-        None,
-        args.out,
-        num_speakers=args.num_speakers,
-        minutes=args.minutes,
-        seed=args.seed,
-        overwrite=args.overwrite,
-    )
-    print(f"{result.meta['counts']} -> {result.path}")
+    _common.run("synthetic", _common.parser("synthetic", __doc__).parse_args())
 
 
 if __name__ == "__main__":

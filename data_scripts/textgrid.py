@@ -17,39 +17,12 @@ out as test (by a hash of the id), so speaker probes see every speaker on both s
 
 from __future__ import annotations
 
-import argparse
-
-from cpcaudio.data import prepare
+import _common
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="folder of audio files")
-    parser.add_argument("out", help="dataset directory to create")
-    parser.add_argument("--label-ext", default=None, help="label extensions, e.g. .TextGrid or .phn")
-    parser.add_argument("--label-units", default="seconds", help="text label times: seconds, samples or htk")
-    parser.add_argument("--labels-dir", default=None, help="folder mirroring src with the label files")
-    parser.add_argument("--tier", default=None, help="TextGrid tier with the phones (default: phones)")
-    parser.add_argument("--speaker-pattern", default=None, help="regex with (?P<speaker>...)")
-    parser.add_argument("--sample-rate", type=int, default=None, help="resample to this rate (soxr)")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args()
-    options = {
-        "label_ext": args.label_ext,
-        "labels_dir": args.labels_dir,
-        "tier": args.tier,
-        "speaker_pattern": args.speaker_pattern,
-    }
-    result = prepare(
-        "textgrid",
-        args.src,
-        args.out,
-        sample_rate=args.sample_rate,
-        overwrite=args.overwrite,
-        label_units=args.label_units,
-        **{k: v for k, v in options.items() if v is not None},
-    )
-    print(f"{result.meta['counts']} -> {result.path}")
+    args = _common.parser("textgrid", __doc__, src_help="folder of audio files").parse_args()
+    _common.run("textgrid", args)
 
 
 if __name__ == "__main__":

@@ -20,24 +20,18 @@ left out by ``--on-error skip`` (the default of this script).
 
 from __future__ import annotations
 
-import argparse
-
-from cpcaudio.data import prepare
+import _common
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="TIMIT root (TRAIN/TEST) or the NLTK sample folder")
-    parser.add_argument("out", help="dataset directory to create")
-    parser.add_argument("--fold-39", action="store_true", help="store the 39 folded phone classes")
-    parser.add_argument("--within-speaker", action="store_true", help="within-speaker split on the full corpus")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args()
-    options = {"split": "within-speaker"} if args.within_speaker else {}
-    result = prepare(
-        "timit", args.src, args.out, fold_39=args.fold_39, on_error="skip", overwrite=args.overwrite, **options
+    arguments = _common.parser(
+        "timit", __doc__, src_help="TIMIT root (TRAIN/TEST) or the NLTK sample folder", on_error="skip"
     )
-    print(f"{result.meta['counts']} -> {result.path} (skipped {len(result.skipped)})")
+    arguments.add_argument(
+        "--within-speaker", action="store_true", help="within-speaker split on the full corpus (--split within-speaker)"
+    )
+    args = arguments.parse_args()
+    _common.run("timit", args, **({"split": "within-speaker"} if args.within_speaker else {}))
 
 
 if __name__ == "__main__":

@@ -16,20 +16,15 @@ train/test split. ``--sample-rate`` only records the rate (BasicMotions: 10 Hz);
 
 from __future__ import annotations
 
-import argparse
-
-from cpcaudio.data import prepare
+import _common
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="bundled set name, folder of .ts files, or one .ts file")
-    parser.add_argument("out", help="dataset directory to create")
-    parser.add_argument("--sample-rate", type=int, default=None, help="the series' rate, recorded in meta.json")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args()
-    result = prepare("uea", args.src, args.out, sample_rate=args.sample_rate, overwrite=args.overwrite)
-    print(f"{result.meta['counts']} -> {result.path}")
+    arguments = _common.parser(
+        "uea", __doc__, src_help="bundled set name, folder of .ts files, or one .ts file",
+        sample_rate_help="the series' rate, recorded in meta.json (nothing is resampled)",
+    )
+    _common.run("uea", arguments.parse_args())
 
 
 if __name__ == "__main__":

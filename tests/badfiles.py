@@ -257,3 +257,14 @@ def read_only_folder(path: Path) -> Iterator[Path]:
             subprocess.run(["chattr", "-i", str(path)], check=True)
         else:
             path.chmod(0o755)
+
+
+def tiny_run_sections(rate: int) -> dict[str, dict[str, object]]:
+    """The config sections of a two-step training run of a tiny model on ``rate`` Hz audio."""
+    return {
+        "encoder": {"hidden_dim": 16},
+        "context": {"hidden_dim": 16},
+        "predictor": {"num_steps": 2, "num_negatives": 4},
+        "data": {"sample_rate": rate, "window_size": 1600, "batch_size": 2, "sampler": "uniform"},
+        "train": {"max_steps": 2, "validate_every": 2, "validation_batches": 1, "log_every": 1},
+    }

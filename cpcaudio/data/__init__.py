@@ -12,12 +12,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cpcaudio.data.alignment import NO_LABEL, frame_labels_for_encoder
 from cpcaudio.data.dataset import PreparedDataset
 from cpcaudio.data.format import FORMAT_VERSION
 from cpcaudio.data.info import dataset_summary, format_summary
 from cpcaudio.data.prepare import KINDS, PrepareResult, prepare
-from cpcaudio.data.sampler import WindowBatch, WindowSampler
+
+_TORCH_NAMES = ("WindowBatch", "WindowSampler")  # imported on first use: the sampler needs torch
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:
+        from cpcaudio.data import sampler
+
+        return getattr(sampler, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "FORMAT_VERSION",

@@ -20,14 +20,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cpcaudio.geometry import FrameGeometry
+from cpcaudio.geometry import FrameGeometry, ceil_div, frame_label_indices
 
 NO_LABEL = -1
 
 
 def num_label_frames(num_samples: int, label_hop: int) -> int:
     """Number of label frames stored for an utterance: ``ceil(num_samples / label_hop)``."""
-    return -(-int(num_samples) // int(label_hop))
+    return ceil_div(num_samples, label_hop)
 
 
 def label_frame_centers(num_samples: int, label_hop: int) -> np.ndarray:
@@ -86,10 +86,7 @@ def frame_labels_for_encoder(
         raise ValueError(f"labels must be (frames,) or (batch, frames), got shape {labels.shape}")
     if label_hop < 1 or num_frames < 0:
         raise ValueError(f"label_hop must be >= 1 and num_frames >= 0, got {label_hop}, {num_frames}")
-    frames = np.arange(num_frames, dtype=np.int64)
-    # Continuous centre of frame t: offset + t*hop + receptive_field/2; doubled to stay in integers.
-    doubled_center = 2 * (geometry.offset + frames * geometry.hop) + geometry.receptive_field
-    index = np.floor_divide(doubled_center, 2 * label_hop)  # (num_frames,)
+    index = frame_label_indices(geometry, num_frames, label_hop)  # (num_frames,), may be out of range
     available = labels.shape[-1]
     valid = (index >= 0) & (index < available)
     safe = np.clip(index, 0, max(available - 1, 0))
@@ -113,8 +110,10 @@ def window_label_indices(start: int, valid_length: int, window_size: int, label_
         int64 ``(ceil(window_size / label_hop),)``: utterance label frame indices, -1 for padding.
     """
     count = num_label_frames(window_size, label_hop)
+    # The window's label frames are frames of width and hop label_hop starting at utterance sample start:
+    # the label-centre rule of geometry places their centres among the utterance's label frames.
+    window_frames = FrameGeometry(hop=label_hop, receptive_field=label_hop, offset=start)
+    index = frame_label_indices(window_frames, count, label_hop)  # (count,)
     j = np.arange(count, dtype=np.int64)
-    doubled_center = 2 * start + (2 * j + 1) * label_hop  # in the utterance, doubled
-    index = np.floor_divide(doubled_center, 2 * label_hop)
-    inside = doubled_center < 2 * (start + valid_length)
+    inside = (2 * j + 1) * label_hop < 2 * valid_length  # centre (j + 1/2) * label_hop inside the valid samples
     return np.where(inside, index, NO_LABEL)

@@ -17,7 +17,11 @@ import soundfile
 from cpcaudio.errors import DataError
 
 INT16_SCALE = 32768.0
-AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+# The one list of audio file extensions (folders of audio for prepare and extract): what libsndfile reads,
+# WAV, FLAC, Ogg (Vorbis, Opus), MP3, AIFF, AU, CAF, Wave64 and NIST SPHERE.
+AUDIO_EXTENSIONS: tuple[str, ...] = (
+    ".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64", ".sph"
+)
 _DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 _STREAMED_SIZES = (0, 0xFFFFFFFF)
 

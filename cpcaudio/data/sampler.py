@@ -31,6 +31,7 @@ import torch
 from cpcaudio.data.alignment import NO_LABEL, num_label_frames, window_label_indices
 from cpcaudio.data.dataset import PreparedDataset
 from cpcaudio.errors import DataError, UsageError
+from cpcaudio.geometry import ceil_div
 
 MODES: tuple[str, ...] = ("uniform", "same-speaker", "sequential")
 SHORT_UTTERANCES: tuple[str, ...] = ("pad", "skip")
@@ -153,7 +154,7 @@ class WindowSampler:
         )
         # sequential: windows per utterance.
         if short_utterances == "pad":
-            per_utterance = -(-self._lengths // self.window_size)
+            per_utterance = ceil_div(self._lengths, self.window_size)
         else:
             per_utterance = self._lengths // self.window_size
         self._window_cumulative = np.cumsum(per_utterance)

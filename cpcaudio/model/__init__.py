@@ -4,7 +4,8 @@ from cpcaudio.model.context import ContextNetwork
 from cpcaudio.model.cpc import CPCModel, CPCOutput
 from cpcaudio.model.encoder import ChannelNorm, ConvEncoder
 from cpcaudio.model.heads import PredictionHeads
-from cpcaudio.model.loss import InfoNCEResult, info_nce_loss, sample_negatives, valid_prediction_mask
+from cpcaudio.model.loss import InfoNCEResult, info_nce_loss, valid_prediction_mask
+from cpcaudio.model.negatives import NEGATIVE_SAMPLERS, register_negative_sampler, sample_negatives
 
 __all__ = [
     "CPCModel",
@@ -16,5 +17,7 @@ __all__ = [
     "InfoNCEResult",
     "info_nce_loss",
     "sample_negatives",
+    "NEGATIVE_SAMPLERS",
+    "register_negative_sampler",
     "valid_prediction_mask",
 ]

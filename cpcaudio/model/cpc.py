@@ -13,7 +13,8 @@ from cpcaudio.model.context import ContextNetwork, RecurrentState
 from cpcaudio.model.encoder import ConvEncoder
 from cpcaudio.model.heads import PredictionHeads
 from cpcaudio.model.input_norm import standardize
-from cpcaudio.model.loss import info_nce_loss, sample_negatives
+from cpcaudio.model.loss import heads_info_nce
+from cpcaudio.model.negatives import sample_negatives
 
 
 @dataclass
@@ -95,7 +96,8 @@ class CPCModel(nn.Module):
         """Args: signal (batch, channels, time), or (batch, time) when mono; lengths (batch,) or None.
         Returns: latents z (batch, frames, encoder.hidden_dim), input normalised per sequence."""
         signal = self.normalize_input(self._as_batch(signal), lengths)
-        return self.encoder(signal).transpose(1, 2)  # (B, T, C)
+        latents, _ = self.encoder(signal)
+        return latents.transpose(1, 2)  # (B, T, C)
 
     def context(self, latents: torch.Tensor, state: Optional[RecurrentState] = None) -> torch.Tensor:
         """Args: latents (batch, frames, encoder.hidden_dim). Returns: c (batch, frames, context.hidden_dim)."""
@@ -123,6 +125,7 @@ class CPCModel(nn.Module):
         signal: torch.Tensor,
         lengths: Optional[torch.Tensor] = None,
         negative_indices: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
     ) -> CPCOutput:
         """Encode, summarise, predict and score with InfoNCE.
 
@@ -131,26 +134,28 @@ class CPCModel(nn.Module):
             lengths: (batch,) valid samples per sequence (padding at the end), or None if all valid.
             negative_indices: (batch, frames, K, N) flat frame indices to use as negatives (a seam for
                 tests); None draws them with ``config.predictor.negative_sampling``.
+            generator: the torch generator the negatives are drawn from (None: the global RNG). A
+                trainer seeds one per step for exact resumes.
 
         Returns:
             :class:`CPCOutput` with the loss, per-step accuracy and per-step loss.
         """
-        signal = self._as_batch(signal)
-        latents = self.encode(signal, lengths)  # (B, T, C)
+        signal = self.normalize_input(self._as_batch(signal), lengths)
+        encoded, frame_lengths = self.encoder(signal, lengths)  # (B, C, T), (B,) or None
+        latents = encoded.transpose(1, 2)  # (B, T, C)
         context = self.context(latents)  # (B, T, H)
-        predictions = self.heads(context)  # (B, T, K, C)
         batch, frames, _ = latents.shape
-        if lengths is None:
+        if frame_lengths is None:
             frame_lengths = torch.full((batch,), frames, dtype=torch.long, device=latents.device)
-        else:
-            frame_lengths = self.encoder.frame_lengths(lengths.to(latents.device).long()).clamp(max=frames)
         predictor = self.config.predictor
         if negative_indices is None:
             negative_indices = sample_negatives(
-                frame_lengths, frames, predictor.num_steps, predictor.num_negatives, predictor.negative_sampling
+                frame_lengths, frames, predictor.num_steps, predictor.num_negatives,
+                predictor.negative_sampling, generator=generator,
             )
-        result = info_nce_loss(
-            predictions, latents, negative_indices, frame_lengths, predictor.negative_sampling
+        # The heads' predictions W_k c_t (B, T, K, C) scored against z, or through c for linear heads.
+        result = heads_info_nce(
+            self.heads, context, latents, negative_indices, frame_lengths, predictor.negative_sampling
         )
         return CPCOutput(
             loss=result.loss,

@@ -1,4 +1,13 @@
-"""CPU fast paths. ``linear``: ``F.linear`` for 2-D inputs, routed through oneDNN on x86 CPUs in float32.
+"""CPU fast paths of the model's layers, each with the plain PyTorch formulation as its fallback.
+
+* :func:`linear`: ``F.linear`` for 2-D inputs, routed through oneDNN on x86 CPUs in float32;
+* :func:`conv1d`: a convolution with a short input window as one matrix product over framed input;
+* :func:`channel_norm`: layer norm over the channels of (batch, channels, time) without transposes.
+
+The modules (``ConvLayerBlock``, ``ChannelNorm``, the heads, the loss) call these functions and never
+choose a path themselves. :func:`fast_paths` switches them all off, for tests and benchmarks.
+
+``linear`` in detail:
 
 On CPUs, PyTorch computes a float32 ``F.linear`` / ``mm`` with the BLAS it was built with (MKL for
 the x86 wheels). On CPUs where that BLAS runs a narrower vector path than the hardware has (e.g. MKL's
@@ -17,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 _ONEDNN_STATUS: Optional[bool] = None  # None: not checked yet
@@ -38,6 +48,12 @@ def fast_paths(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _FAST_PATHS = previous
+
+
+def fast_paths_requested() -> bool:
+    """Whether the fast paths are switched on (:func:`fast_paths`), compiled or not. Reformulations in
+    plain PyTorch ops (the loss's scoring paths) follow this; the kernels follow :func:`fast_paths_enabled`."""
+    return _FAST_PATHS
 
 
 def fast_paths_enabled() -> bool:
@@ -140,3 +156,101 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     if x.shape[0] * x.shape[1] * weight.shape[0] >= MIN_ONEDNN_MACS and _use_onednn(x, weight, bias):
         return _OneDNNLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
+
+
+# A conv whose input window (in_channels * kernel_size values) is at most this long runs as one matrix
+# product over explicitly framed input on CPU: oneDNN's direct convolution is slow for so few input
+# channels (the paper's first layer: 1 channel, kernel 10).
+MAX_FRAMED_WINDOW = 32
+
+
+def framed_conv1d(signal: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """``conv(signal)`` computed as a batched matrix product over the framed, padded signal.
+
+    The same sums as the convolution, in another order: frames of ``kernel_size`` samples every
+    ``stride`` (``unfold``, a small copy for a short window), then (out, in*k + 1) @ (in*k + 1, frames)
+    per sequence (``bmm``), the bias folded in as a row of ones.
+
+    Args:
+        signal: (batch, in_channels, time).
+        conv: the layer whose weight (out, in, k), bias, stride and padding are used.
+
+    Returns:
+        (batch, out_channels, frames), exactly the shape ``conv(signal)`` has.
+    """
+    (kernel,), (stride,), (padding,) = conv.kernel_size, conv.stride, conv.padding
+    batch = signal.shape[0]
+    padded = nn.functional.pad(signal, (padding, padding))  # (B, Cin, L + 2p)
+    frames = padded.unfold(2, kernel, stride)  # (B, Cin, T, k) view
+    frames = frames.permute(0, 1, 3, 2).reshape(batch, -1, frames.shape[2])  # (B, Cin*k, T)
+    weight = conv.weight.reshape(conv.out_channels, -1)  # (Cout, Cin*k)
+    if conv.bias is not None:
+        frames = torch.cat([frames, frames.new_ones(batch, 1, frames.shape[2])], dim=1)  # (B, Cin*k+1, T)
+        weight = torch.cat([weight, conv.bias.unsqueeze(1)], dim=1)  # (Cout, Cin*k+1)
+    # bmm against the expanded weight, not matmul: matmul folds the batch into the rows and transposes.
+    return torch.bmm(weight.unsqueeze(0).expand(batch, -1, -1), frames)  # (B, Cout, T)
+
+
+def conv1d(signal: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """``conv(signal)``, as :func:`framed_conv1d` on CPU when the layer's input window is short.
+
+    Args: signal (batch, in_channels, time). Returns: (batch, out_channels, frames).
+    """
+    (kernel,), (padding,) = conv.kernel_size, conv.padding
+    framed = conv.in_channels * kernel <= MAX_FRAMED_WINDOW
+    fits = signal.shape[-1] + 2 * padding >= kernel  # else conv raises its own error
+    if framed and fits and signal.device.type == "cpu" and fast_paths_enabled():
+        return framed_conv1d(signal, conv)
+    return conv(signal)
+
+
+class _ChannelNormFunction(torch.autograd.Function):
+    """Layer norm over dim 1 of a contiguous (batch, channels, time) tensor, without transposing it.
+
+    ``layer_norm`` wants the normalised axis last, which for (B, C, T) activations costs a transposed
+    copy in and out of every norm in both passes, and leaves the next convolution a strided input to
+    copy again. Here every pass streams along time: the channel reductions are means over dim 1 and
+    small (1, C) @ (C, T) products, and backward recomputes the normalised input instead of storing it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        # Two passes (mean, then the mean square of the centred input): as exact as Welford's
+        # var_mean, which is ten times slower over a strided axis.
+        mean = x.mean(dim=1, keepdim=True)  # (B, 1, T)
+        y = x - mean  # (B, C, T), centred; becomes the output in place
+        inverse_std = torch.rsqrt(y.square().mean(dim=1, keepdim=True) + eps)  # (B, 1, T)
+        y.mul_(inverse_std).mul_(weight.view(1, -1, 1)).add_(bias.view(1, -1, 1))
+        ctx.save_for_backward(x, weight, mean, inverse_std)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, mean, inverse_std = ctx.saved_tensors
+        channels = x.shape[1]
+        grad = grad.contiguous()
+        x_hat = torch.addcmul(-mean * inverse_std, x, inverse_std)  # (B, C, T)
+        grad_x_hat = grad * x_hat  # (B, C, T); reused below as the buffer of grad_x
+        grad_weight = grad_x_hat.sum(dim=(0, 2)) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(dim=(0, 2)) if ctx.needs_input_grad[2] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # d x = inverse_std * (w g - mean_c(w g) - x_hat * mean_c(w g x_hat)), means over channels.
+            row = weight.view(1, 1, channels) / channels  # (1, 1, C)
+            mean_wg = torch.matmul(row, grad)  # (B, 1, T)
+            mean_wg_x_hat = torch.matmul(row, grad_x_hat)  # (B, 1, T)
+            grad_x = torch.mul(grad, weight.view(1, -1, 1), out=grad_x_hat)
+            grad_x.sub_(mean_wg).addcmul_(x_hat, mean_wg_x_hat, value=-1.0).mul_(inverse_std)
+        return grad_x, grad_weight, grad_bias, None
+
+
+def channel_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """Layer norm over dim 1 of (batch, channels, time), per time step, with a per-channel affine.
+
+    On CPU in float32 the transpose-free :class:`_ChannelNormFunction`; elsewhere (GPUs, autocast) the
+    fused ``layer_norm`` kernel with channels moved last and back. Returns: the shape of ``x``.
+    """
+    if fast_paths_enabled() and x.device.type == "cpu" and x.is_contiguous() and not cpu_autocast_enabled():
+        return _ChannelNormFunction.apply(x, weight, bias, eps)
+    y = F.layer_norm(x.transpose(1, 2), weight.shape, weight, bias, eps)  # weight.shape: constant when traced (ONNX)
+    return y.transpose(1, 2)  # (B, C, T)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -31,6 +33,13 @@ class PredictionHeads(nn.Module):
             self.output = nn.Conv1d(
                 config.num_steps * hidden, config.num_steps * latent_dim, 1, groups=config.num_steps
             )
+
+    def linear_maps(self) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """For ``linear`` heads, the fused weight (K * C, H) (rows k*C .. (k+1)*C - 1 are W_k) and bias
+        (K * C,) or None, with which the loss may score through the context; None for ``mlp`` heads."""
+        if self.kind != "linear":
+            return None
+        return self.projection.weight, self.projection.bias
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         """Args: context (batch, frames, context_dim). Returns: predictions (batch, frames, K, latent_dim),

@@ -8,6 +8,7 @@ decodes audio. The heavy work (reading, resampling, label alignment) happens in 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -15,6 +16,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from cpcaudio.data.audio import AUDIO_EXTENSIONS
+from cpcaudio.data.splits import SPLIT_NAMES, within_speaker_split
 from cpcaudio.errors import DataError, UsageError
 
 
@@ -107,6 +109,29 @@ def speaker_from_path(relative: Path, pattern: Optional[re.Pattern]) -> Optional
     return relative.parent.name if relative.parent != Path(".") else "unknown"
 
 
+def audio_files_by_speaker(
+    plan: SourcePlan, root: Path, speaker_pattern: Optional[str]
+) -> Iterator[tuple[Path, Path, str]]:
+    """``(audio file, path relative to root, speaker)`` for the audio files under ``root``, in order.
+
+    The speaker comes from ``speaker_pattern`` (see :func:`speaker_from_path`); a file the pattern does
+    not match is recorded in ``plan.rejected`` and left out.
+    """
+    pattern = compile_speaker_pattern(speaker_pattern)
+    for audio in find_audio_files(root):
+        relative = audio.relative_to(root)
+        speaker = speaker_from_path(relative, pattern)
+        if speaker is None:
+            reject_unmatched_speaker(plan, audio, speaker_pattern)
+            continue
+        yield audio, relative, speaker
+
+
+def reject_unmatched_speaker(plan: SourcePlan, audio: Path, speaker_pattern: Optional[str]) -> None:
+    """Record that ``speaker_pattern`` does not match ``audio``'s path."""
+    plan.rejected.append((str(audio), f"speaker pattern {speaker_pattern!r} does not match"))
+
+
 def compile_speaker_pattern(pattern: Optional[str]) -> Optional[re.Pattern]:
     """Compile ``--speaker-pattern``: a regular expression with a named group ``speaker``."""
     if pattern is None:
@@ -125,3 +150,25 @@ def compile_speaker_pattern(pattern: Optional[str]) -> Optional[re.Pattern]:
 def utterance_id_from_path(relative: Path) -> str:
     """Utterance id of a file: its relative path without extension, e.g. ``spk1/chapter2/utt3``."""
     return relative.with_suffix("").as_posix()
+
+
+def assign_missing_splits(plan: SourcePlan, test_fraction: float) -> None:
+    """Give items without a split one by the within-speaker hold-out rule; record the rule used."""
+    for item in plan.items:
+        if item.split and item.split not in SPLIT_NAMES:
+            raise DataError(
+                f"{item.origin}: split {item.split!r} is not one of {', '.join(SPLIT_NAMES)}"
+            )
+    todo = [item for item in plan.items if not item.split]
+    if todo:
+        splits = within_speaker_split(
+            [i.utterance_id for i in todo], [i.speaker for i in todo], test_fraction
+        )
+        for item, split in zip(todo, splits):
+            item.split = split
+        plan.split_rule = plan.split_rule or (
+            f"within-speaker hold-out: round({test_fraction} x n) utterances of every speaker in test, "
+            "chosen by SHA-1 of the utterance id"
+        )
+    else:
+        plan.split_rule = plan.split_rule or "given by the source"

@@ -20,18 +20,24 @@ import csv
 from pathlib import Path
 from typing import Optional
 
-from cpcaudio.data.sources.base import (
-    SourcePlan,
-    UtteranceItem,
-    compile_speaker_pattern,
-    find_audio_files,
-    speaker_from_path,
-    utterance_id_from_path,
-)
-from cpcaudio.data.splits import DEFAULT_TEST_FRACTION, SPLIT_NAMES, within_speaker_split
+from cpcaudio.data.sources import base
+from cpcaudio.data.sources.base import SourcePlan, UtteranceItem, assign_missing_splits, utterance_id_from_path
+from cpcaudio.data.sources.spec import SPEAKER_PATTERN, TEST_FRACTION, SourceKind, SourceOption
+from cpcaudio.data.splits import DEFAULT_TEST_FRACTION
 from cpcaudio.errors import DataError
 
 _RESERVED = {"path", "id", "speaker", "split"}
+
+SUMMARY = "any folder of audio files; speakers from folder names, a path pattern or a CSV/TSV list"
+OPTIONS: tuple[SourceOption, ...] = (
+    SPEAKER_PATTERN,
+    SourceOption(
+        "file_list", Path, None,
+        "CSV/TSV with a 'path' column, optional id, speaker, split and label columns.",
+    ),
+    TEST_FRACTION,
+)
+"""The options of :func:`discover` that users set (``cpcaudio prepare --help``)."""
 
 
 def discover(
@@ -53,7 +59,7 @@ def discover(
         The plan (no frame labels; utterance labels from the list's extra columns).
     """
     src = Path(src)
-    pattern = compile_speaker_pattern(speaker_pattern)
+    pattern = base.compile_speaker_pattern(speaker_pattern)
     plan = SourcePlan(
         kind="folder",
         items=[],
@@ -69,9 +75,9 @@ def discover(
                 missing.append(row["path"])
                 continue
             relative = Path(row["path"])
-            speaker = row.get("speaker") or speaker_from_path(relative, pattern)
+            speaker = row.get("speaker") or base.speaker_from_path(relative, pattern)
             if speaker is None:
-                plan.rejected.append((str(audio), f"speaker pattern {speaker_pattern!r} does not match"))
+                base.reject_unmatched_speaker(plan, audio, speaker_pattern)
                 continue
             plan.items.append(
                 UtteranceItem(
@@ -84,37 +90,10 @@ def discover(
             )
         plan.unmatched["listed_without_audio"] = missing
     else:
-        for audio in find_audio_files(src):
-            relative = audio.relative_to(src)
-            speaker = speaker_from_path(relative, pattern)
-            if speaker is None:
-                plan.rejected.append((str(audio), f"speaker pattern {speaker_pattern!r} does not match"))
-                continue
+        for audio, relative, speaker in base.audio_files_by_speaker(plan, src, speaker_pattern):
             plan.items.append(UtteranceItem(utterance_id_from_path(relative), speaker, "", audio_path=audio))
     assign_missing_splits(plan, test_fraction)
     return plan
-
-
-def assign_missing_splits(plan: SourcePlan, test_fraction: float) -> None:
-    """Give items without a split one by the within-speaker hold-out rule; record the rule used."""
-    for item in plan.items:
-        if item.split and item.split not in SPLIT_NAMES:
-            raise DataError(
-                f"{item.origin}: split {item.split!r} is not one of {', '.join(SPLIT_NAMES)}"
-            )
-    todo = [item for item in plan.items if not item.split]
-    if todo:
-        splits = within_speaker_split(
-            [i.utterance_id for i in todo], [i.speaker for i in todo], test_fraction
-        )
-        for item, split in zip(todo, splits):
-            item.split = split
-        plan.split_rule = plan.split_rule or (
-            f"within-speaker hold-out: round({test_fraction} x n) utterances of every speaker in test, "
-            "chosen by SHA-1 of the utterance id"
-        )
-    else:
-        plan.split_rule = plan.split_rule or "given by the source"
 
 
 def _read_file_list(path: Path) -> tuple[list[dict[str, str]], tuple[str, ...]]:
@@ -133,3 +112,6 @@ def _read_file_list(path: Path) -> tuple[list[dict[str, str]], tuple[str, ...]]:
             f"{path}: cannot read file list ({error}); give a UTF-8 CSV/TSV file with a header row"
         ) from None
     return rows, tuple(f for f in fields if f not in _RESERVED)
+
+
+KIND = SourceKind("folder", discover, SUMMARY, OPTIONS)

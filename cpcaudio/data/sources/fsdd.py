@@ -11,9 +11,12 @@ import re
 from pathlib import Path
 
 from cpcaudio.data.sources.base import SourcePlan, UtteranceItem, find_audio_files
+from cpcaudio.data.sources.spec import SourceKind
 
 _NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z]+)_(?P<take>\d+)$")
 NUM_TEST_TAKES = 5  # takes 0..4 are the official test set
+
+SUMMARY = "the Free Spoken Digit Dataset ({digit}_{speaker}_{take}.wav), official split"
 
 
 def discover(src: Path) -> SourcePlan:
@@ -49,3 +52,6 @@ def discover(src: Path) -> SourcePlan:
             )
         )
     return plan
+
+
+KIND = SourceKind("fsdd", discover, SUMMARY)

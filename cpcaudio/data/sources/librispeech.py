@@ -22,14 +22,46 @@ from pathlib import Path
 from typing import Optional
 
 from cpcaudio.data.labels import read_frame_label_file, read_id_list
-from cpcaudio.data.sources.base import LabelSource, SourcePlan, UtteranceItem, find_audio_files
-from cpcaudio.data.sources.folder import assign_missing_splits
+from cpcaudio.data.sources.base import LabelSource, SourcePlan, UtteranceItem, assign_missing_splits, find_audio_files
+from cpcaudio.data.sources.spec import TEST_FRACTION, SourceKind, SourceOption
 from cpcaudio.data.splits import DEFAULT_TEST_FRACTION, SPLIT_NAMES
 from cpcaudio.errors import DataError, UsageError
 
 LABEL_FILE_NAMES = ("converted_aligned_phones.txt", "phone_labels.txt")
 SPLIT_FILE_NAMES = {"train": "train_split.txt", "test": "test_split.txt"}
 NUM_CLASSES = 41
+
+
+def parse_split_lists(values: list[str]) -> dict[str, Path]:
+    """``["train=train_split.txt", ...]`` (the repeated ``--split-list``) as ``{"train": Path(...)}``.
+
+    Raises:
+        UsageError: for a value that is not ``NAME=FILE``.
+    """
+    lists = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--split-list expects NAME=FILE (e.g. train=train_split.txt), got {value!r}")
+        lists[name] = Path(path)
+    return lists
+
+
+SUMMARY = "LibriSpeech folders, with the CPC paper's frame labels and split lists"
+OPTIONS: tuple[SourceOption, ...] = (
+    SourceOption(
+        "labels", Path, None,
+        "The CPC frame label file (default: converted_aligned_phones.txt or phone_labels.txt in SRC).",
+    ),
+    SourceOption(
+        "split_lists", str, None,
+        "NAME=FILE, one utterance id per line; repeatable (default: train_split.txt, test_split.txt in SRC).",
+        flag="--split-list", multiple=True, parse=parse_split_lists,
+    ),
+    SourceOption("num_classes", int, NUM_CLASSES, "Frame label classes (ids 0 .. N-1)."),
+    TEST_FRACTION,
+)
+"""The options of :func:`discover` that users set (``cpcaudio prepare --help``)."""
 
 
 def discover(
@@ -123,3 +155,6 @@ def discover(
         )
     assign_missing_splits(plan, test_fraction)
     return plan
+
+
+KIND = SourceKind("librispeech", discover, SUMMARY, OPTIONS)

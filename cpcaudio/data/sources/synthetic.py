@@ -12,16 +12,30 @@ from pathlib import Path
 
 from cpcaudio.data.sources import textgrid
 from cpcaudio.data.sources.base import SourcePlan
+from cpcaudio.data.sources.spec import TEST_FRACTION, SourceKind, SourceOption
 from cpcaudio.data.splits import DEFAULT_TEST_FRACTION
+
+DEFAULT_NUM_SPEAKERS = 8
+DEFAULT_MINUTES = 10.0
+DEFAULT_SEED = 0
+
+SUMMARY = "generate the project's multi-speaker, phone-aligned eSpeak corpus (no SRC: prepare synthetic OUT)"
+OPTIONS: tuple[SourceOption, ...] = (
+    SourceOption("num_speakers", int, DEFAULT_NUM_SPEAKERS, "Voices (eSpeak variants with their own prosody)."),
+    SourceOption("minutes", float, DEFAULT_MINUTES, "Minutes of audio to generate."),
+    SourceOption("seed", int, DEFAULT_SEED, "Seed of the sentences, prosody and noise."),
+    TEST_FRACTION,
+)
+"""The options of :func:`discover` that users set (``cpcaudio prepare --help``)."""
 
 
 def discover(
     src: object,
     *,
     scratch_dir: Path,
-    num_speakers: int = 8,
-    minutes: float = 10.0,
-    seed: int = 0,
+    num_speakers: int = DEFAULT_NUM_SPEAKERS,
+    minutes: float = DEFAULT_MINUTES,
+    seed: int = DEFAULT_SEED,
     sample_rate: int = 16000,
     test_fraction: float = DEFAULT_TEST_FRACTION,
 ) -> SourcePlan:
@@ -48,3 +62,6 @@ def discover(
     plan.kind = "synthetic"
     plan.source = {"num_speakers": num_speakers, "minutes": minutes, "seed": seed}
     return plan
+
+
+KIND = SourceKind("synthetic", discover, SUMMARY, OPTIONS, source="none", receives=("sample_rate", "scratch_dir"))

@@ -22,20 +22,30 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from cpcaudio.data.labels import SEGMENT_UNITS
-from cpcaudio.data.sources.base import (
-    LabelSource,
-    SourcePlan,
-    UtteranceItem,
-    compile_speaker_pattern,
-    find_audio_files,
-    speaker_from_path,
-    utterance_id_from_path,
-)
-from cpcaudio.data.sources.folder import assign_missing_splits
+from cpcaudio.data.sources import base
+from cpcaudio.data.sources.base import LabelSource, SourcePlan, UtteranceItem, utterance_id_from_path
+from cpcaudio.data.sources.spec import SPEAKER_PATTERN, TEST_FRACTION, SourceKind, SourceOption
 from cpcaudio.data.splits import DEFAULT_TEST_FRACTION
 from cpcaudio.errors import DataError, UsageError
 
 DEFAULT_LABEL_EXTENSIONS: tuple[str, ...] = (".TextGrid", ".phn", ".lab")
+
+SUMMARY = "audio with phone alignments: Praat/MFA TextGrids or 'start end phone' files"
+OPTIONS: tuple[SourceOption, ...] = (
+    SourceOption(
+        "label_ext", str, None,
+        "Label file extensions in order of preference, e.g. .TextGrid,.phn,.lab (default: those three).",
+    ),
+    SourceOption("label_units", str, "seconds", "Times in text label files: seconds, samples or htk."),
+    SourceOption("tier", str, None, "TextGrid tier with the phones (default: phones, or the one phone tier)."),
+    SourceOption("labels_dir", Path, None, "Folder mirroring SRC that holds the label files."),
+    SourceOption(
+        "phone_set", str, None, "Fixed phone set: a file (one symbol per line) or a comma-separated list."
+    ),
+    SPEAKER_PATTERN,
+    TEST_FRACTION,
+)
+"""The options of :func:`discover` that users set (``cpcaudio prepare --help``)."""
 
 
 def discover(
@@ -68,7 +78,7 @@ def discover(
     if label_units not in SEGMENT_UNITS:
         raise UsageError(f"label units {label_units!r} is not one of {', '.join(SEGMENT_UNITS)}")
     extensions = _extensions(label_ext)
-    pattern = compile_speaker_pattern(speaker_pattern)
+    base.compile_speaker_pattern(speaker_pattern)  # a bad pattern is refused before anything is read
     label_root = Path(labels_dir) if labels_dir is not None else src
     vocabulary = _phone_set(phone_set)
     plan = SourcePlan(
@@ -86,12 +96,7 @@ def discover(
     )
     used_labels: set[Path] = set()
     without_labels = []
-    for audio in find_audio_files(src):
-        relative = audio.relative_to(src)
-        speaker = speaker_from_path(relative, pattern)
-        if speaker is None:
-            plan.rejected.append((str(audio), f"speaker pattern {speaker_pattern!r} does not match"))
-            continue
+    for audio, relative, speaker in base.audio_files_by_speaker(plan, src, speaker_pattern):
         label_path = _find_label(label_root / relative.parent, audio.stem, extensions)
         utterance_id = utterance_id_from_path(relative)
         if label_path is None:
@@ -109,7 +114,7 @@ def discover(
     ]
     plan.unmatched["audio_without_labels"] = without_labels
     plan.unmatched["labels_without_audio"] = orphans
-    assign_missing_splits(plan, test_fraction)
+    base.assign_missing_splits(plan, test_fraction)
     return plan
 
 
@@ -147,3 +152,6 @@ def _phone_set(phone_set: Union[Path, str, Sequence[str], None]) -> Optional[lis
     if not symbols:
         raise DataError(f"phone set {phone_set!r} is empty")
     return sorted(set(symbols))
+
+
+KIND = SourceKind("textgrid", discover, SUMMARY, OPTIONS)

@@ -28,14 +28,25 @@ from pathlib import Path
 from typing import Optional
 
 from cpcaudio.data.phones import timit_vocabulary
-from cpcaudio.data.sources.base import LabelSource, SourcePlan, UtteranceItem, find_audio_files
-from cpcaudio.data.sources.folder import assign_missing_splits
+from cpcaudio.data.sources.base import LabelSource, SourcePlan, UtteranceItem, assign_missing_splits, find_audio_files
+from cpcaudio.data.sources.spec import TEST_FRACTION, SourceKind, SourceOption
 from cpcaudio.data.splits import DEFAULT_TEST_FRACTION
 from cpcaudio.errors import UsageError
 
 _NLTK_FOLDER = re.compile(r"^(?P<dialect>dr\d)-(?P<speaker>[a-z]{4}\d)$", re.IGNORECASE)
 _DIALECT = re.compile(r"^dr\d$", re.IGNORECASE)
 SPLIT_RULES = ("official", "within-speaker")
+
+SUMMARY = "TIMIT, full corpus or NLTK sample, with its hand-labelled phones"
+OPTIONS: tuple[SourceOption, ...] = (
+    SourceOption("fold_39", bool, False, "Fold the 61 phones into Lee & Hon's 39 classes."),
+    SourceOption(
+        "split", str, None,
+        "official or within-speaker (default: official when the corpus has TRAIN/TEST folders).",
+    ),
+    TEST_FRACTION,
+)
+"""The options of :func:`discover` that users set (``cpcaudio prepare --help``)."""
 
 
 def discover(
@@ -129,3 +140,6 @@ def _label_file(folder: Path, sentence: str) -> Optional[Path]:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+KIND = SourceKind("timit", discover, SUMMARY, OPTIONS)

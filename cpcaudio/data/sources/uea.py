@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from cpcaudio.data.sources.base import SourcePlan, UtteranceItem
+from cpcaudio.data.sources.spec import SourceKind
 from cpcaudio.errors import DataError
 
 NO_SPEAKER = "none"
@@ -31,6 +32,8 @@ def bundled_sets() -> list[str]:
     """Names of the classification sets that aeon ships (loadable without a download)."""
     root = _bundled_root()
     return sorted(p.name for p in root.iterdir() if (p / f"{p.name}_TRAIN.ts").is_file()) if root else []
+
+SUMMARY = "a UEA/UCR time-series set: a name bundled with aeon, a folder of .ts files or one .ts file"
 
 
 def discover(src: str | Path, *, sample_rate: Optional[int] = None) -> SourcePlan:
@@ -116,3 +119,6 @@ def _read_ts(path: Path, load_from_ts_file) -> tuple[list, np.ndarray]:
     if len(series) == 0:
         raise DataError(f"{path}: no series found; is it a .ts file (a @data section with one series per line)?")
     return list(series), np.asarray(classes)
+
+
+KIND = SourceKind("uea", discover, SUMMARY, source="path-or-name", receives=("sample_rate",))

@@ -1,0 +1,69 @@
+"""``cpcaudio units``: k-means units of frozen features, their PNMI / purity, and ABX on the units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cpcaudio.cli.abx_cmd import (
+    BaselinesOption,
+    CheckpointOption,
+    ContextModesOption,
+    FeaturesOption,
+    LayerOption,
+    SlicingOption,
+    SpeakerModesOption,
+)
+from cpcaudio.cli.common import user_errors
+from cpcaudio.cli.options import DeviceOption, OverwriteOption, QuietOption, SeedOption
+from cpcaudio.cli.progress import ProgressPrinter
+
+
+def register(app: typer.Typer) -> None:
+    app.command("units")(units)
+
+
+def units(
+    ctx: typer.Context,
+    dataset: Path = typer.Argument(..., help="Prepared dataset (k-means is fitted on its train split)."),
+    out: Path = typer.Option(..., "--out", help="Directory for the report and, per feature set, the k-means and units."),
+    clusters: int = typer.Option(50, "--clusters", help="Number of k-means units K."),
+    checkpoint: CheckpointOption = None,
+    features: FeaturesOption = None,
+    layer: LayerOption = "context",
+    baselines: BaselinesOption = None,
+    max_fit_frames: Optional[int] = typer.Option(
+        None, "--max-fit-frames", help="Fit on at most this many train frames (seeded draw; default all)."
+    ),
+    abx: bool = typer.Option(True, "--abx/--no-abx", help="Also score the one-hot units with ABX (needs phones)."),
+    speaker_modes: SpeakerModesOption = None,
+    context_modes: ContextModesOption = None,
+    slicing: SlicingOption = "center",
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    quiet: QuietOption = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """k-means units of a model's features and of its baselines, and how phone-like they are.
+
+    k-means (MiniBatchKMeans, k-means++, GSLM's settings) is fitted on each feature set's train frames; the
+    units of every utterance (raw and de-duplicated) and the codebook (kmeans.npz + kmeans.json) are written.
+
+    Where DATASET has phone labels: PNMI, phone purity, cluster purity and segment lengths (as fairseq's
+    HuBERT measures them) per split, and the ABX error of the one-hot units.
+    """
+    from cpcaudio.evaluate.units_runner import run_units, units_table
+
+    with user_errors(ctx):
+        with ProgressPrinter(quiet=quiet) as printer:
+            report = run_units(
+                dataset, clusters=clusters, checkpoint=checkpoint, features=features, layer=layer,
+                baselines_requested=baselines, max_fit_frames=max_fit_frames, abx=abx, speaker_modes=speaker_modes,
+                context_modes=context_modes, slicing=slicing, seed=0 if seed is None else seed, device=device,
+                out=out, progress=printer, overwrite=overwrite,
+            )
+        if not quiet:
+            typer.echo(units_table(report))
+            typer.echo(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'pnmi.png'} and one folder per features")

@@ -1,0 +1,245 @@
+"""``run_abx``: ABX error rates of a model's features next to MFCC, log-mel and random-weight baselines.
+
+Every feature set is computed once for the files that have items, each item keeps the frames of its
+segment (:func:`~cpcaudio.evaluate.abx.items.frame_spans`), and the errors of every speaker mode x
+context mode are computed from those frames (:mod:`.scoring`). The report has one row per features x
+speaker mode x context mode, and is written as ``results.json``, ``results.md`` and ``abx.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from cpcaudio.errors import UsageError
+from cpcaudio.evaluate.abx.dtw import ItemFeatures
+from cpcaudio.evaluate.abx.inputs import DEFAULT_FRAME_HOP, Corpus, FeatureSet, compute_frames, feature_sets, open_corpus
+from cpcaudio.evaluate.abx.items import SLICINGS, ItemList, frame_spans, item_codes
+from cpcaudio.evaluate.abx.scoring import CONTEXT_MODES, MAX_SIZE_GROUP, MAX_X_ACROSS, SPEAKER_MODES, abx_errors
+from cpcaudio.progress import ProgressCallback
+
+REPORT_FORMAT = "cpcaudio-abx"
+REPORT_FORMAT_VERSION = 1
+PathLike = Union[str, Path]
+
+
+def parse_modes(requested: Optional[Union[str, Sequence[str]]], allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Modes from a comma-separated string or a list (None: all of ``allowed``), in ``allowed`` order."""
+    if requested is None:
+        return allowed
+    names = [n.strip() for n in (requested.split(",") if isinstance(requested, str) else requested) if n.strip()]
+    for name in names:
+        if name not in allowed:
+            raise UsageError(f"unknown {what} mode {name!r}; choose from {', '.join(allowed)}")
+    if not names:
+        raise UsageError(f"give at least one {what} mode ({', '.join(allowed)})")
+    return tuple(mode for mode in allowed if mode in names)
+
+
+def slice_items(
+    frames: Sequence[np.ndarray],
+    file_ids: Sequence[str],
+    items: ItemList,
+    centers: Callable[[int], np.ndarray],
+    hop_seconds: float,
+    slicing: str = "center",
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The frames of each item.
+
+    Args:
+        frames: one ``(frames, dim)`` array per file of ``file_ids``.
+        file_ids: the files' ids, as the items name them.
+        items: the items (every file among ``file_ids``).
+        centers: ``num_frames -> (num_frames,)`` frame centres in seconds.
+        hop_seconds: seconds between frames.
+        slicing: ``center`` or ``librilight`` (:func:`~cpcaudio.evaluate.abx.items.frame_spans`).
+
+    Returns:
+        ``(arrays, kept)``: the ``(frames, dim)`` array of every item with at least one frame, and the bool
+        ``(items,)`` mask of those items.
+    """
+    position = {file_id: k for k, file_id in enumerate(file_ids)}
+    files = np.asarray([position[f] for f in items.files], dtype=np.int64)
+    starts = np.zeros(len(items), dtype=np.int64)
+    stops = np.zeros(len(items), dtype=np.int64)
+    for k in np.unique(files):
+        mine = files == k
+        starts[mine], stops[mine] = frame_spans(
+            items.onsets[mine], items.offsets[mine], centers(frames[k].shape[0]), hop_seconds, slicing
+        )
+    kept = stops > starts
+    arrays = [frames[files[i]][starts[i] : stops[i]] for i in np.flatnonzero(kept)]
+    return arrays, kept
+
+
+def score_item_frames(
+    arrays: list[np.ndarray],
+    items: ItemList,
+    speaker_modes: Sequence[str] = SPEAKER_MODES,
+    context_modes: Sequence[str] = CONTEXT_MODES,
+    max_size_group: int = MAX_SIZE_GROUP,
+    max_x_across: int = MAX_X_ACROSS,
+    seed: int = 0,
+    device: Optional[torch.device] = None,
+    progress: Optional[ProgressCallback] = None,
+    stage: str = "abx",
+) -> list[dict[str, Any]]:
+    """ABX rows (``speaker_mode``, ``context_mode``, ``error`` and counts) of items given their frames.
+
+    Args:
+        arrays: ``(frames, dim)`` float array of every item of ``items`` (each at least one frame).
+        items: the items.
+        device: where the DTW runs (default CPU).
+    """
+    features = ItemFeatures.from_arrays(arrays, device)
+    rows = []
+    for context_mode in context_modes:
+        started = time.perf_counter()
+        errors = abx_errors(
+            features, item_codes(items, context_mode), tuple(speaker_modes), max_size_group, max_x_across, seed,
+            progress, f"{stage} ({context_mode} context)",
+        )
+        seconds = time.perf_counter() - started
+        for speaker_mode in speaker_modes:
+            rows.append({"speaker_mode": speaker_mode, "context_mode": context_mode, **errors[speaker_mode],
+                         "seconds": round(seconds, 3)})
+    return rows
+
+
+def run_abx(
+    dataset: PathLike,
+    *,
+    items_file: Optional[PathLike] = None,
+    split: Optional[str] = None,
+    checkpoint: Optional[PathLike] = None,
+    features: Optional[PathLike] = None,
+    model: Optional[torch.nn.Module] = None,
+    layer: str = "context",
+    baselines_requested: Optional[Union[str, Sequence[str]]] = None,
+    speaker_modes: Optional[Union[str, Sequence[str]]] = None,
+    context_modes: Optional[Union[str, Sequence[str]]] = None,
+    max_size_group: int = MAX_SIZE_GROUP,
+    max_x_across: int = MAX_X_ACROSS,
+    slicing: str = "center",
+    frame_hop: float = DEFAULT_FRAME_HOP,
+    seed: int = 0,
+    device: Optional[Union[str, torch.device]] = None,
+    out: Optional[PathLike] = None,
+    progress: Optional[ProgressCallback] = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """ABX discriminability of a model's frozen features and of its baselines, on the same items.
+
+    Args:
+        dataset: a prepared dataset with phone alignments, or (with ``items_file``) a folder of audio
+            or of ``.npy`` features (see :mod:`.inputs`).
+        items_file: a libri-light / ZeroSpeech ``.item`` file (instead of the dataset's alignments).
+        split: take a dataset's items from this split only (default: all utterances).
+        checkpoint, features, model: the model (a checkpoint, a feature store of ``dataset``, a model in
+            memory); with none, the default architecture with random weights (``seed``).
+        layer: ``context``, ``encoder`` or ``all`` (both, one row group each).
+        baselines_requested: subset of ``mfcc, logmel, random`` (None: all three; ``none``: none).
+        speaker_modes: ``within``, ``across`` (comma-separated or a list; None: both).
+        context_modes: ``within`` (triphone, libri-light / ZR2021), ``any`` (ZR2024 phoneme); None: both.
+        max_size_group, max_x_across: libri-light's subsampling (10 and 5).
+        slicing: ``center`` (frames whose centre lies in the segment) or ``librilight`` (its formula, one
+            frame fewer).
+        frame_hop: seconds per frame of ``.npy`` feature files.
+        seed: seeds the random weights, the cell subsampling and the X-speaker draws.
+        device: where the models and the DTW run (default: CUDA when available).
+        out: write ``results.json``, ``results.md`` and ``abx.png`` there.
+        progress: receives :class:`cpcaudio.progress.Progress` events.
+        overwrite: replace a report already in ``out``.
+
+    Returns:
+        The report: dataset, items, settings, model, features (name -> description) and ``results``, one
+        row per features x speaker mode x context mode with ``error`` (a fraction) and counts.
+    """
+    from cpcaudio.devices import resolve_device
+
+    if out is not None:
+        from cpcaudio.resources import check_output_dir
+
+        check_output_dir(Path(out), "report directory")
+        if (Path(out) / "results.json").exists() and not overwrite:
+            raise UsageError(f"{out} already holds an ABX report (results.json); pass --overwrite to replace it")
+    if slicing not in SLICINGS:
+        raise UsageError(f"unknown slicing {slicing!r}; choose one of {', '.join(SLICINGS)}")
+    speakers = parse_modes(speaker_modes, SPEAKER_MODES, "speaker")
+    contexts = parse_modes(context_modes, CONTEXT_MODES, "context")
+    torch_device = resolve_device(device)
+    corpus = open_corpus(dataset, items_file, split)
+    sets, record = feature_sets(
+        corpus, checkpoint=checkpoint, features=features, model=model, layer=layer,
+        baselines_requested=baselines_requested, seed=seed, device=torch_device, frame_hop=frame_hop,
+    )
+    results = []
+    for feature_set in sets:
+        results.extend(
+            score_feature_set(corpus, feature_set, speakers, contexts, max_size_group, max_x_across, slicing, seed,
+                              torch_device, progress)
+        )
+    report = {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_FORMAT_VERSION,
+        "dataset": {"path": str(corpus.path), "kind": corpus.kind, "items_file": None if items_file is None else str(items_file),
+                    "split": split},
+        "items": item_summary(corpus.items),
+        "settings": dict(
+            distance="angular (acos of the dot product of L2-normalised frames, / pi)",
+            dtw="normalised by the path length (libri-light)", slicing=slicing, max_size_group=max_size_group,
+            max_x_across=max_x_across, seed=seed, device=str(torch_device),
+        ),
+        "model": {key: value for key, value in record.items() if key != "config"},
+        "features": {s.name: s.description for s in sets},
+        "results": results,
+    }
+    if out is not None:
+        from cpcaudio.evaluate.abx.report import write_report
+
+        write_report(report, out)
+    return report
+
+
+def item_summary(items: ItemList) -> dict[str, Any]:
+    """Counts of an item list for the report."""
+    return {"count": len(items), "files": len(items.file_ids()), "phones": len(set(items.phones)),
+            "speakers": len(set(items.speakers))}
+
+
+def score_feature_set(
+    corpus: Corpus,
+    feature_set: FeatureSet,
+    speaker_modes: Sequence[str],
+    context_modes: Sequence[str],
+    max_size_group: int,
+    max_x_across: int,
+    slicing: str,
+    seed: int,
+    device: torch.device,
+    progress: Optional[ProgressCallback] = None,
+) -> list[dict[str, Any]]:
+    """The ABX rows of one feature set on ``corpus``'s items (features computed for the files with items)."""
+    started = time.perf_counter()
+    wanted = set(corpus.items.files)
+    indices = [k for k, file_id in enumerate(corpus.file_ids) if file_id in wanted]
+    frames = compute_frames(feature_set, indices, progress)
+    feature_seconds = time.perf_counter() - started
+    arrays, kept = slice_items(
+        frames, [corpus.file_ids[k] for k in indices], corpus.items, feature_set.centers, feature_set.hop_seconds,
+        slicing,
+    )
+    del frames
+    rows = score_item_frames(
+        arrays, corpus.items.select(kept), speaker_modes, context_modes, max_size_group, max_x_across, seed, device,
+        progress, f"abx: {feature_set.name}",
+    )
+    for row in rows:
+        row.update(features=feature_set.name, items_without_frames=int((~kept).sum()),
+                   feature_seconds=round(feature_seconds, 3))
+    return [{"features": row.pop("features"), **row} for row in rows]

@@ -1,0 +1,63 @@
+"""``speaker``: two protocols. ``utterance``: features averaged over the utterance. ``window`` (as in
+CPC_audio): the utterance is cut into consecutive non-overlapping windows of the model's training window
+(1.28 s by default; an utterance shorter than one window is one window), each window is processed alone,
+and its vector is the last context frame (``--layer context``) or the mean over the window's frames
+(encoder features and the MFCC/log-mel baselines)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from cpcaudio.evaluate.problems import (
+    UTTERANCE,
+    WINDOW,
+    ProbeInputs,
+    ProbeProblem,
+    pooled_problem,
+    speaker_windows,
+    utterance_problem,
+)
+from cpcaudio.evaluate.sources import FeatureSource
+from cpcaudio.evaluate.tasks.base import ProbeTask
+
+
+class SpeakerTask(ProbeTask):
+    """Speaker identification from whole utterances and from fixed-length windows."""
+
+    name = "speaker"
+    summary = "per utterance and per window"
+    protocols = (UTTERANCE, WINDOW)
+    few_classes_advice = " (UEA sets have no speakers: use --task class)"
+
+    def utterance_labels(self, dataset: Any, label: Optional[str]) -> tuple[Optional[list[Any]], str]:
+        return list(dataset.speakers), "speaker"
+
+    def supports(self, dataset: Any) -> bool:
+        train = {dataset.speakers[i] for i in dataset.indices("train")}
+        test = {dataset.speakers[i] for i in dataset.indices("test")}
+        return len(train) >= 2 and bool(train & test)
+
+    def build_problems(self, source: FeatureSource, inputs: ProbeInputs) -> list[ProbeProblem]:
+        dataset = inputs.dataset
+        utterances = inputs.utterances
+        frames = inputs.utterance_frames(source)
+        problems = [utterance_problem(UTTERANCE, frames, source.utterance_pooling, inputs)]
+        del frames  # the windows' frames replace them
+        windows = [
+            (int(i), start, stop)
+            for i in utterances
+            for start, stop in speaker_windows(int(dataset.lengths[int(i)]), inputs.window_samples)
+        ]
+        window_frames = inputs.window_frames(source, windows)
+        how = "flatten" if source.utterance_pooling == "flatten" else source.window_pooling
+        window_index = np.array([i for i, _, _ in windows], dtype=np.int64)
+        train = set(inputs.train.tolist())
+        problems.append(
+            pooled_problem(
+                WINDOW, window_frames, how, inputs.labels_of(window_index), window_index,
+                np.array([i in train for i in window_index]),
+            )
+        )
+        return problems

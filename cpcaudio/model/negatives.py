@@ -1,0 +1,149 @@
+"""Negative sampling for InfoNCE: one function per mode, registered in :data:`NEGATIVE_SAMPLERS`.
+
+Every sampler draws, for every (b, t, k), N frame indices uniformly with replacement from its pool,
+never the positive frame (b, t + k) itself: it draws a rank ``u`` uniformly in ``[0, M - 1)`` over the
+``M`` frames of the pool and skips the positive's rank, which is exactly uniform over the pool minus the
+positive (CPC_audio does not exclude the positive; we do). Other frames whose latents equal the
+positive's (e.g. digital silence) stay, as in the paper. Same-speaker pools come from the data sampler
+(batches drawn from one speaker), not from here.
+
+Modes:
+
+* ``batch``: every valid frame of every sequence in the batch (CPC_audio's default pool);
+* ``same-sequence``: every valid frame of sequence b.
+
+A new mode is one function with the signature of :func:`sample_batch` registered with
+:func:`register_negative_sampler`, plus its name in ``cpcaudio.config.NegativeSampling`` (a test checks
+that the two agree). Its ``pool`` tells the loss how to score: ``batch`` (indices anywhere in the batch:
+scores against all B*T frames) or ``sequence`` (indices inside the sequence: B products of T x T).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+
+SamplerFunction = Callable[[torch.Tensor, int, int, int, Optional[torch.Generator]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class NegativeSampler:
+    """A registered sampling mode: its drawing function and the pool its indices come from."""
+
+    name: str
+    sample: SamplerFunction
+    pool: Literal["batch", "sequence"]
+
+
+NEGATIVE_SAMPLERS: dict[str, NegativeSampler] = {}
+
+
+def register_negative_sampler(name: str, pool: Literal["batch", "sequence"]) -> Callable[[SamplerFunction], SamplerFunction]:
+    """Decorator: register ``function`` as the sampler of mode ``name`` drawing from ``pool``."""
+
+    def register(function: SamplerFunction) -> SamplerFunction:
+        NEGATIVE_SAMPLERS[name] = NegativeSampler(name, function, pool)
+        return function
+
+    return register
+
+
+def negative_sampler(mode: str) -> NegativeSampler:
+    """The registered sampler of ``mode``; a ValueError naming the known modes otherwise."""
+    try:
+        return NEGATIVE_SAMPLERS[mode]
+    except KeyError:
+        raise ValueError(
+            f"negative sampling mode must be one of {tuple(NEGATIVE_SAMPLERS)}, got {mode!r}"
+        ) from None
+
+
+def _positions(frame_lengths: torch.Tensor, num_frames: int, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clamped valid lengths (batch,) and the positive frame of every (b, t, k): (batch, T, K, 1)."""
+    lengths = frame_lengths.clamp(max=num_frames).long()
+    device = frame_lengths.device
+    t = torch.arange(num_frames, device=device).view(1, -1, 1, 1)
+    k = torch.arange(1, num_steps + 1, device=device).view(1, 1, -1, 1)
+    # Positive frame index within its sequence; clamp keeps invalid (b, t, k) inside the sequence.
+    positive_t = torch.minimum(t + k, (lengths.view(-1, 1, 1, 1) - 1).clamp(min=0))
+    return lengths, positive_t
+
+
+def _raw_draws(shape: tuple[int, ...], device: torch.device, generator: Optional[torch.Generator]) -> torch.Tensor:
+    return torch.randint(0, 2**62, shape, device=device, generator=generator)
+
+
+@register_negative_sampler("batch", pool="batch")
+def sample_batch(
+    frame_lengths: torch.Tensor,
+    num_frames: int,
+    num_steps: int,
+    num_negatives: int,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Negatives from every valid frame of the batch. Arguments and result as :func:`sample_negatives`."""
+    lengths, positive_t = _positions(frame_lengths, num_frames, num_steps)
+    batch = lengths.shape[0]
+    raw = _raw_draws((batch, num_frames, num_steps, num_negatives), frame_lengths.device, generator)
+    valid = torch.arange(num_frames, device=lengths.device).view(1, -1) < lengths.view(-1, 1)  # (B, T)
+    valid_flat = valid.reshape(-1).nonzero().squeeze(1)  # (M,) flat indices of valid frames
+    total = valid_flat.numel()
+    # Rank of each sequence's first frame in the valid list = frames of the earlier sequences.
+    first_rank = torch.cumsum(lengths, 0) - lengths  # (B,)
+    positive_rank = first_rank.view(-1, 1, 1, 1) + positive_t
+    rank = raw % max(total - 1, 1)
+    rank = rank + (rank >= positive_rank).long()
+    rank = rank.clamp(max=max(total - 1, 0))
+    return valid_flat[rank]
+
+
+@register_negative_sampler("same-sequence", pool="sequence")
+def sample_same_sequence(
+    frame_lengths: torch.Tensor,
+    num_frames: int,
+    num_steps: int,
+    num_negatives: int,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Negatives from the valid frames of the positive's own sequence. As :func:`sample_negatives`."""
+    lengths, positive_t = _positions(frame_lengths, num_frames, num_steps)
+    batch = lengths.shape[0]
+    raw = _raw_draws((batch, num_frames, num_steps, num_negatives), frame_lengths.device, generator)
+    b = torch.arange(batch, device=lengths.device).view(-1, 1, 1, 1)
+    pool = (lengths.view(-1, 1, 1, 1) - 1).clamp(min=1)  # frames other than the positive
+    rank = raw % pool
+    negative_t = rank + (rank >= positive_t).long()  # skip the positive
+    negative_t = torch.minimum(negative_t, (lengths.view(-1, 1, 1, 1) - 1).clamp(min=0))
+    return b * num_frames + negative_t
+
+
+NEGATIVE_SAMPLING_MODES = tuple(NEGATIVE_SAMPLERS)
+
+
+def sample_negatives(
+    frame_lengths: torch.Tensor,
+    num_frames: int,
+    num_steps: int,
+    num_negatives: int,
+    mode: str = "batch",
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Draw negative frame indices for every (b, t, k), never the positive (b, t + k).
+
+    Args:
+        frame_lengths: (batch,) valid frames per sequence (frames >= length are padding).
+        num_frames: T, padded frames per sequence.
+        num_steps: K.
+        num_negatives: N.
+        mode: a registered mode (see the module docstring): ``batch`` or ``same-sequence``.
+        generator: optional torch generator (default: the global RNG, so ``torch.manual_seed`` applies).
+
+    Returns:
+        (batch, T, K, N) long tensor of flat frame indices ``b' * T + t'`` into the (batch * T) frames.
+        Entries at invalid (b, t, k) (see ``cpcaudio.model.loss.valid_prediction_mask``) are arbitrary
+        valid indices.
+    """
+    return negative_sampler(mode).sample(frame_lengths, num_frames, num_steps, num_negatives, generator)

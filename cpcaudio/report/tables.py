@@ -1,0 +1,98 @@
+"""Probe reports on disk: ``results.json`` and the Markdown table ``results.md`` (plus the plots of
+:mod:`cpcaudio.report.plots`), written by :func:`write_report`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Union
+
+from cpcaudio.checkpoint import atomic_write_bytes
+
+PathLike = Union[str, Path]
+
+
+def percent(value: float) -> str:
+    """``0.363`` as ``36.3%`` (``n/a`` for None or NaN)."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+
+def protocols(report: dict[str, Any]) -> list[str]:
+    """The report's protocols, in the order of its results."""
+    seen: list[str] = []
+    for result in report["results"]:
+        if result["protocol"] not in seen:
+            seen.append(result["protocol"])
+    return seen
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The report as Markdown: a header naming dataset, task and model, then one table per protocol with
+    the model first and the baselines below it."""
+    dataset = report["dataset"]
+    lines = [
+        f"# Probe: {report['task']} ({report['label']}) on {dataset['path']}",
+        "",
+        f"- model: {report['model']['description']}",
+    ]
+    for name, description in report["features"].items():
+        if name != "model":
+            lines.append(f"- {name}: {description}")
+    lines.append(
+        f"- split: {len(report['split']['train'])} train / {len(report['split']['test'])} test utterances"
+        f" ({len(report['split']['unused'])} unused); seed {report['seeds']['seed']}"
+    )
+    if report["model"]["random_init"]:
+        lines.append("- note: no checkpoint was given, so the 'model' row is an untrained, randomly initialised CPC")
+    for protocol in protocols(report):
+        rows = [r for r in report["results"] if r["protocol"] == protocol]
+        lines += [
+            "",
+            f"## {protocol}: {report['protocols'].get(protocol, '')}",
+            "",
+            "| features | probe | accuracy | balanced accuracy | macro-F1 | train accuracy | train / test samples | classes |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in rows:
+            counts = row["counts"]
+            lines.append(
+                f"| {row['features']} | {row['probe']} | {percent(row['accuracy'])} | "
+                f"{percent(row['balanced_accuracy'])} | {percent(row['macro_f1'])} | "
+                f"{percent(row['train_accuracy'])} | {counts['train_samples']} / {counts['test_samples']} | "
+                f"{counts['classes']} |"
+            )
+        lines.append("")
+        lines.append(
+            f"Majority class of train: {percent(rows[0]['majority_class_accuracy'])} of the test samples; "
+            f"uniform chance {percent(1.0 / max(rows[0]['counts']['classes'], 1))}."
+        )
+        excluded = {k: v for k, v in rows[0]["counts"].get("excluded", {}).items() if v}
+        if excluded:
+            lines.append(f"Left out of the test: {excluded}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out: PathLike) -> list[Path]:
+    """Write ``results.json``, ``results.md``, ``accuracy.png`` and ``confusion_<protocol>.png`` into ``out``.
+
+    Args:
+        report: the dict returned by :func:`cpcaudio.evaluate.run_probe`.
+        out: output directory (created if missing); existing report files are replaced atomically.
+
+    Returns:
+        The paths written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    text = json.dumps(report, indent=1, allow_nan=False) + "\n"
+    atomic_write_bytes(out / "results.json", lambda file: file.write(text.encode()))
+    written.append(out / "results.json")
+    table = markdown_table(report)
+    atomic_write_bytes(out / "results.md", lambda file: file.write(table.encode()))
+    written.append(out / "results.md")
+    from cpcaudio.report.plots import write_plots  # (matplotlib only when plots are written)
+
+    written += write_plots(report, out)
+    return written

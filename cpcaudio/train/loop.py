@@ -1,0 +1,447 @@
+"""The training loop: ``train(dataset, out_dir, config)`` over a prepared dataset.
+
+Multi-process training (``torchrun``; see :mod:`cpcaudio.train.distributed`). Each rank draws a disjoint
+share of the windows (sampler ``rank``/``world_size``) and its own negatives from *its local batch*,
+computes the InfoNCE loss as the mean over its valid (sequence, frame, step) positions, and
+``DistributedDataParallel`` averages the gradients over ranks. With full windows every rank has the same
+number of valid positions, so this equals the gradient of the mean loss over the union of the ranks'
+batches, provided the single-process run scores each rank's half against the same negatives (the test
+``tests/train/test_train.py`` checks this to 1e-5). With padded windows the per-rank counts may differ
+and DDP weighs each rank equally (not each position); the difference is small and the standard DDP choice.
+
+Batch norm under DDP. The paper's default ``encoder.normalization = "channel"`` (and ``layer``, ``none``)
+has no statistics across sequences, so DDP is exactly data parallel. With ``batch`` normalisation each
+rank normalises with the statistics of its own local batch (the running averages of rank 0 are broadcast
+to the others at every forward, DDP's default), i.e. the effective "batch" of the statistics is the
+per-rank batch; set ``train.sync_batch_norm = true`` to convert to :class:`torch.nn.SyncBatchNorm`
+(statistics over all ranks; CUDA).
+
+Exact resume: see :mod:`cpcaudio.train.resume`; validation: see :mod:`cpcaudio.train.validation`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+import time
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+from cpcaudio.config import CPCConfig
+from cpcaudio.devices import DeviceLike
+from cpcaudio.errors import ConfigError
+from cpcaudio.model import CPCModel
+from cpcaudio.train import plan
+from cpcaudio.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from cpcaudio.train.distributed import DistributedContext, all_gather_objects, barrier, init_distributed, teardown
+from cpcaudio.train.events import TrainEvent, TrainEventCallback, TrainSummary
+from cpcaudio.train.metrics import Interval, MetricsLog
+from cpcaudio.train.optim import build_optimizer, build_scheduler
+from cpcaudio.train.resume import (
+    DATASET_KEYS,
+    continue_sampler,
+    match_dataset,
+    restore_training_state,
+    resumed_config,
+)
+from cpcaudio.train.run_dir import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    claim_run_dir,
+    resumable_checkpoint,
+    write_run_description,
+)
+from cpcaudio.train.seeding import RESHARD_STREAM, initial_model, negative_generator, negative_seed
+from cpcaudio.train.validation import validate
+
+PathLike = Union[str, os.PathLike]
+
+
+def train(
+    dataset_path: PathLike,
+    out_dir: PathLike,
+    config: Optional[CPCConfig] = None,
+    *,
+    resume: bool = False,
+    device: DeviceLike = None,
+    progress: Optional[TrainEventCallback] = None,
+    overwrite: bool = False,
+    command: Optional[str] = None,
+    explicit_keys: Optional[Collection[str]] = None,
+    resume_record: Optional[dict[str, Any]] = None,
+) -> TrainSummary:
+    """Train a CPC model on a prepared dataset; write checkpoints, metrics and logs to ``out_dir``.
+
+    Launch several processes with ``torchrun`` to train data-parallel: every process calls this function
+    with the same arguments; rank 0 writes the files and reports progress.
+
+    Args:
+        dataset_path: a directory written by :func:`cpcaudio.data.prepare`.
+        out_dir: the run directory (created; see :mod:`cpcaudio.train.run_dir`).
+        config: the configuration (default: the paper's, with sample rate and channels from the data).
+            When resuming, None means the checkpoint's; a given config may differ from the checkpoint's
+            only in :data:`cpcaudio.train.RESUMABLE_KEYS` (e.g. a larger ``train.max_steps``).
+        resume: continue from ``out_dir/last.pt`` (a new run starts if there is none yet).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; default CUDA, then MPS, then CPU.
+        progress: called with a :class:`TrainEvent` after every step, validation and checkpoint (rank 0);
+            :func:`cpcaudio.train.forward_progress` adapts a :class:`cpcaudio.progress.Progress` callback.
+        overwrite: delete an existing run in ``out_dir`` instead of refusing to start.
+        command: the command line to record in ``command.txt`` (default: ``sys.argv``).
+        explicit_keys: config keys the user set explicitly (see :func:`cpcaudio.train.match_dataset`).
+        resume_record: ``out_dir/last.pt`` as already read (by :func:`cpcaudio.train.assemble_run_config`),
+            so that it is not read twice; None reads it when resuming.
+
+    Returns:
+        A :class:`TrainSummary`.
+
+    Raises:
+        UsageError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set; bad device.
+        ConfigError: the config contradicts the dataset or the checkpoint being resumed.
+        DataError: the dataset is unreadable or a split is empty.
+        CheckpointError: ``last.pt`` cannot be loaded.
+    """
+    context = init_distributed(device)
+    try:
+        trainer = _Trainer(dataset_path, out_dir, context, progress, command)
+        trainer.prepare(config, resume, overwrite, explicit_keys, resume_record)
+        summary = trainer.run()
+        # Leave together: a rank that destroys its gloo group while a peer still talks to it can make the
+        # peer abort at exit ("terminate called without an active exception"). Only on success: after an
+        # error a peer may never arrive.
+        barrier(context)
+        return summary
+    finally:
+        teardown(context)
+
+
+class _Trainer:
+    """State of one training invocation; :meth:`run` is the loop. Private: use :func:`train`."""
+
+    def __init__(
+        self,
+        dataset_path: PathLike,
+        out_dir: PathLike,
+        context: DistributedContext,
+        progress: Optional[TrainEventCallback],
+        command: Optional[str],
+    ) -> None:
+        from cpcaudio.data import PreparedDataset
+        from cpcaudio.resources import check_output_dir
+
+        self.context = context
+        self.device = context.device
+        self.out_dir = Path(out_dir)
+        check_output_dir(self.out_dir, "run directory")
+        self.progress = progress if context.is_main else None
+        self.dataset = PreparedDataset.open(dataset_path)
+        self.dataset_path = Path(dataset_path)
+        self.command = command if command is not None else shlex.join(sys.argv)
+        self.record: Optional[dict[str, Any]] = None
+        self.ddp: Optional[nn.Module] = None
+
+    def prepare(
+        self,
+        config: Optional[CPCConfig],
+        resume: bool,
+        overwrite: bool,
+        explicit_keys: Optional[Collection[str]],
+        resume_record: Optional[dict[str, Any]],
+    ) -> None:
+        """Resolve the config against the checkpoint and the dataset; check the run can start."""
+        last = resumable_checkpoint(self.out_dir, resume)
+        if last is not None:
+            self.record = resume_record if resume_record is not None else load_checkpoint(last)
+            config = resumed_config(self.record, config, last)
+            if explicit_keys is not None:
+                explicit_keys = set(explicit_keys) | set(DATASET_KEYS)
+        else:
+            claim_run_dir(self.out_dir, overwrite, self.context.is_main)
+            barrier(self.context)
+        config = config if config is not None else CPCConfig()
+        self.config = match_dataset(
+            config, self.dataset.sample_rate, self.dataset.num_channels, explicit_keys
+        ).validate()
+        self.train_split = self.config.train.train_split
+        self.validation_split = plan.validation_split(self.dataset, self.config, self.dataset_path)
+        self.max_steps = plan.max_steps(self.dataset, self.config, self.context.world_size)
+        is_main = self.context.is_main
+        plan.check_resources(
+            self.dataset, self.dataset_path, self.config, self.device, self.out_dir if is_main else None
+        )
+        if is_main and self.out_dir.is_dir():
+            remove_stale_temporaries(self.out_dir)  # leftovers of a write killed mid-way
+
+    # ---- the run --------------------------------------------------------------------------------------
+    def run(self) -> TrainSummary:
+        config, context, device = self.config, self.context, self.device
+        model = initial_model(config)
+        plan.check_window(config, model.num_frames(config.data.window_size))
+        if config.train.sync_batch_norm and context.is_distributed:
+            if device.type != "cuda":
+                raise ConfigError("train.sync_batch_norm=true needs CUDA devices; set it to false on cpu/mps")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(device)
+        optimizer = build_optimizer(model.parameters(), config.optim)
+        scheduler = build_scheduler(optimizer, config.optim, self.max_steps)
+        autocast_dtype, use_scaler = plan.precision(config, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+        start_step = 0
+        best: dict[str, Any] = {}
+        if self.record is not None:
+            start_step, best = restore_training_state(
+                self.record, self.out_dir / LAST_CHECKPOINT, self.dataset_path, len(self.dataset),
+                model, optimizer, scheduler, scaler,
+            )  # fmt: skip
+            resumed_from = self.out_dir / LAST_CHECKPOINT
+            self._emit("message", start_step, message=f"resuming from {resumed_from} at step {start_step}")
+        sampler = self._train_sampler(start_step)
+        batches = iter(sampler)
+
+        network: nn.Module = model
+        if context.is_distributed:
+            device_ids = [device.index] if device.type == "cuda" else None
+            network = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+            self.ddp = network
+        if config.train.compile:
+            network = torch.compile(network)
+
+        log = None
+        if context.is_main:
+            write_run_description(self.out_dir, config, self.command)
+            log = MetricsLog(self.out_dir, start_step)
+        self._emit("start", start_step, self._start_metrics(model, start_step, autocast_dtype))
+
+        summary = TrainSummary(
+            out_dir=self.out_dir,
+            start_step=start_step,
+            steps=start_step,
+            max_steps=self.max_steps,
+            world_size=context.world_size,
+            device=str(device),
+            is_main=context.is_main,
+        )
+        if best:
+            summary.best_step = best["step"]
+            summary.best_validation_loss = best["loss"]
+            summary.best_validation_accuracy = best["accuracy"]
+        if start_step >= self.max_steps:
+            self._emit(
+                "message",
+                start_step,
+                message=f"the run is already at step {start_step} of {self.max_steps}; raise train.max_steps "
+                "(--steps) to train further",
+            )
+        interval = Interval(config.predictor.num_steps, device)
+        checkpoint_every = config.train.checkpoint_every or config.train.validate_every
+        try:
+            for step in range(start_step + 1, self.max_steps + 1):
+                began = time.perf_counter()
+                self._train_step(network, model, optimizer, scheduler, scaler, batches, step, autocast_dtype, interval)
+                interval.seconds += time.perf_counter() - began
+                metrics: dict[str, Any] = {}
+                if step % config.train.log_every == 0 or step == self.max_steps:
+                    metrics = self._log_interval(interval, step, optimizer, summary, log)
+                self._emit("step", step, metrics)
+                validated = step % config.train.validate_every == 0 or step == self.max_steps
+                if validated:
+                    validation_batches = plan.window_sampler(
+                        self.dataset, config, self.validation_split, config.train.seed, 0, 1
+                    )
+                    record = validate(model, validation_batches, config, context, step, autocast_dtype)
+                    summary.last_validation = record
+                    improved = not best or record["loss"] < best["loss"]
+                    record["best"] = improved
+                    if improved:
+                        best = {"step": step, "loss": record["loss"], "accuracy": record["accuracy"]}
+                        summary.best_step, summary.best_validation_loss = step, record["loss"]
+                        summary.best_validation_accuracy = record["accuracy"]
+                    if log is not None:
+                        log.write(record)
+                    self._emit("validation", step, record)
+                if validated or step % checkpoint_every == 0:
+                    paths = self._save(
+                        model, optimizer, scheduler, scaler, sampler, step, best, summary.last_validation,
+                        save_best=validated and best.get("step") == step,
+                    )
+                    if context.is_main:
+                        summary.last_checkpoint = paths[0]
+                        if paths[1] is not None:
+                            summary.best_checkpoint = paths[1]
+                summary.steps = step
+        finally:
+            if log is not None:
+                log.close()
+        if context.is_main:
+            if summary.best_checkpoint is None and (self.out_dir / BEST_CHECKPOINT).is_file():
+                summary.best_checkpoint = self.out_dir / BEST_CHECKPOINT
+            if summary.last_checkpoint is None and (self.out_dir / LAST_CHECKPOINT).is_file():
+                summary.last_checkpoint = self.out_dir / LAST_CHECKPOINT
+        summary.audio_seconds = interval.total_audio_seconds
+        summary.train_seconds = interval.total_seconds
+        summary.throughput = summary.audio_seconds / summary.train_seconds if summary.train_seconds else 0.0
+        self._emit("end", summary.steps, summary.to_dict())
+        return summary
+
+    def _train_step(
+        self,
+        network: nn.Module,
+        model: CPCModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+        batches: Iterator[Any],
+        step: int,
+        autocast_dtype: Optional[torch.dtype],
+        interval: Interval,
+    ) -> None:
+        """One optimiser step over ``optim.accumulate`` micro-batches."""
+        config, context, device = self.config, self.context, self.device
+        accumulate = config.optim.accumulate
+        network.train()
+        optimizer.zero_grad(set_to_none=True)
+        for micro_step in range(accumulate):
+            batch = next(batches)
+            signal = batch.signal.to(device, non_blocking=True)  # (B, C, window)
+            lengths = batch.lengths.to(device, non_blocking=True)  # (B,)
+            generator = negative_generator(negative_seed(config.train.seed, context.rank, step, micro_step), device)
+            last_micro = micro_step == accumulate - 1
+            synchronise = contextlib.nullcontext() if last_micro or self.ddp is None else self.ddp.no_sync()
+            with synchronise:
+                with plan.autocast(device, autocast_dtype):
+                    output = network(signal, lengths, generator=generator)
+                scaler.scale(output.loss / accumulate).backward()
+            interval.add(output, batch.lengths, config.data.sample_rate, accumulate)
+        if scaler.is_enabled():
+            scaler.unscale_(optimizer)
+        max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
+        interval.grad_norm += torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).detach().float()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+
+    def _log_interval(
+        self,
+        interval: Interval,
+        step: int,
+        optimizer: torch.optim.Optimizer,
+        summary: TrainSummary,
+        log: Optional[MetricsLog],
+    ) -> dict[str, Any]:
+        """Reduce the interval's sums over ranks, write the ``train`` record (rank 0) and reset."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        record = interval.record(step, float(optimizer.param_groups[0]["lr"]), self.context)
+        summary.final_loss, summary.final_accuracy = record["loss"], record["accuracy"]
+        if log is not None:
+            log.write(record)
+        return record
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    def _save(
+        self,
+        model: CPCModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+        sampler: Any,
+        step: int,
+        best: dict[str, Any],
+        validation: Optional[dict[str, Any]],
+        save_best: bool,
+    ) -> tuple[Optional[Path], Optional[Path]]:
+        """Gather every rank's sampler and RNG state; rank 0 writes ``best.pt`` (if ``save_best``) then ``last.pt``."""
+        states = all_gather_objects(
+            {"sampler": sampler.state_dict(), "rng": _plain_rng_state(self.device)}, self.context
+        )
+        if not self.context.is_main:
+            return None, None
+        payload = {
+            "config": self.config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "step": step,
+            "world_size": self.context.world_size,
+            "sampler": [state["sampler"] for state in states],
+            "rng": [state["rng"] for state in states],
+            "best": dict(best),
+            "validation": None if validation is None else {k: v for k, v in validation.items() if k != "kind"},
+            "dataset": {
+                "path": str(self.dataset_path),
+                "num_utterances": len(self.dataset),
+                "sample_rate": int(self.dataset.sample_rate),
+                "num_channels": int(self.dataset.num_channels),
+            },
+        }
+        best_path = None
+        if save_best:
+            best_path = self.out_dir / BEST_CHECKPOINT
+            save_checkpoint(best_path, {**payload, "kind": "best"})
+            self._emit("checkpoint", step, {}, str(best_path))
+        last_path = self.out_dir / LAST_CHECKPOINT
+        save_checkpoint(last_path, {**payload, "kind": "last"})
+        self._emit("checkpoint", step, {}, str(last_path))
+        return last_path, best_path
+
+    def _train_sampler(self, start_step: int) -> Any:
+        """This rank's training sampler: fresh, or continuing exactly where ``last.pt`` left it."""
+        seed, rank, world_size = self.config.train.seed, self.context.rank, self.context.world_size
+
+        def make_sampler(sampler_seed: int) -> Any:
+            return plan.window_sampler(self.dataset, self.config, self.train_split, sampler_seed, rank, world_size)
+
+        sampler, note = continue_sampler(
+            self.record,
+            make_sampler,
+            seed,
+            rank,
+            world_size,
+            lambda: negative_seed(seed, 0, start_step, 0, stream=RESHARD_STREAM) % (2**31),
+            self.device,
+        )
+        if note is not None:
+            self._emit("message", start_step, message=note)
+        return sampler
+
+    # ---- reporting ------------------------------------------------------------------------------------
+    def _emit(self, kind: str, step: int, metrics: Optional[dict[str, Any]] = None, message: str = "") -> None:
+        if self.progress is not None:
+            self.progress(TrainEvent(kind, step, self.max_steps, metrics or {}, message))
+
+    def _start_metrics(self, model: CPCModel, start_step: int, autocast_dtype: Optional[torch.dtype]) -> dict[str, Any]:
+        data = self.config.data
+        return {
+            "start_step": start_step,
+            "max_steps": self.max_steps,
+            "device": str(self.device),
+            "world_size": self.context.world_size,
+            "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).replace("torch.", ""),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "train_utterances": len(self.dataset.indices(self.train_split)),
+            "validation_split": self.validation_split,
+            "validation_utterances": len(self.dataset.indices(self.validation_split)),
+            "audio_seconds_per_step": data.batch_size
+            * data.window_size
+            * self.config.optim.accumulate
+            * self.context.world_size
+            / data.sample_rate,
+        }
+
+
+def _plain_rng_state(device: torch.device) -> dict[str, Any]:
+    """RNG state with tensors on the CPU (gathered across ranks, then saved)."""
+    state = capture_rng_state(device)
+    return {key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in state.items()}

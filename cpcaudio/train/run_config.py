@@ -1,0 +1,96 @@
+"""A run's requested configuration, assembled from what the user gave: the base (the defaults, or the
+config of the run being resumed), a config file, ``--set`` overrides, ``--steps`` and ``--seed``.
+
+The order is the command line's: base, then the file's keys, then the overrides in order (``--steps`` and
+``--seed`` last). The keys the user set (the file's and the overrides') are kept as ``explicit_keys``:
+only those may contradict the dataset (see :func:`cpcaudio.train.match_dataset`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from cpcaudio.config import CPCConfig
+from cpcaudio.train.checkpoint import config_from_checkpoint, load_checkpoint
+from cpcaudio.train.run_dir import resumable_checkpoint
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What :func:`assemble_run_config` returns; pass its fields on to :func:`cpcaudio.train.train`.
+
+    Attributes:
+        config: the requested config (the dataset's rate and channels are filled in by ``train``).
+        explicit_keys: ``section.key`` names the user set.
+        resume_record: the ``last.pt`` read for the resume base (``train(resume_record=...)`` then does
+            not read it again), or None for a new run.
+    """
+
+    config: CPCConfig
+    explicit_keys: frozenset[str]
+    resume_record: Optional[dict[str, Any]] = None
+
+
+def assemble_run_config(
+    out_dir: PathLike,
+    config_file: Optional[PathLike] = None,
+    overrides: Sequence[str] = (),
+    steps: Optional[int] = None,
+    seed: Optional[int] = None,
+    resume: bool = False,
+) -> RunConfig:
+    """The config a ``cpcaudio train`` invocation asks for, and the keys it set.
+
+    Args:
+        out_dir: the run directory; with ``resume`` and an ``out_dir/last.pt``, its config is the base
+            (the file and the overrides are applied over it; ``train`` refuses changes that cannot be
+            resumed).
+        config_file: a YAML or JSON file holding any subset of the sections.
+        overrides: ``section.key=value`` assignments, applied in order.
+        steps: sets ``train.max_steps``.
+        seed: sets ``train.seed``.
+        resume: whether the run continues ``out_dir``.
+
+    Returns:
+        A :class:`RunConfig`.
+
+    Raises:
+        ConfigError: the file or an override is malformed or names an unknown key or a bad value.
+        CheckpointError: ``last.pt`` (when resuming) cannot be loaded or holds an invalid config.
+    """
+    last = resumable_checkpoint(out_dir, resume)
+    record = load_checkpoint(last) if last is not None else None
+    base = config_from_checkpoint(record, last) if record is not None else CPCConfig()
+    explicit: set[str] = set()
+    if config_file is not None:
+        base, file_keys = _apply_config_file(base, Path(config_file))
+        explicit |= file_keys
+    assignments = list(overrides)
+    if steps is not None:
+        assignments.append(f"train.max_steps={steps}")
+    if seed is not None:
+        assignments.append(f"train.seed={seed}")
+    explicit |= {assignment.split("=", 1)[0].strip() for assignment in assignments}
+    return RunConfig(base.with_overrides(assignments), frozenset(explicit), record)
+
+
+def _apply_config_file(base: CPCConfig, path: Path) -> tuple[CPCConfig, set[str]]:
+    """``base`` with the keys ``path`` sets taken from it, and those keys."""
+    # Validated, with a clear error naming the file; ``raw`` says which keys the file names (its other
+    # values are defaults, not choices).
+    config, raw = CPCConfig.load_with_mapping(path)
+    loaded = config.to_dict()
+    data = base.to_dict()
+    keys = set()
+    for section, values in raw.items():
+        for key in values or {}:
+            if key in loaded[section]:  # not a retired key, which loading dropped
+                keys.add(f"{section}.{key}")
+                data[section][key] = loaded[section][key]
+    return CPCConfig.from_dict(data), keys

@@ -1,0 +1,27 @@
+"""Fixtures shared by every test folder. Plain helper functions are in ``tests/helpers.py``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import helpers` / `import badfiles` anywhere
+
+from helpers import tiny_config  # noqa: E402
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """A checkpoint of a randomly initialised :func:`helpers.tiny_config` model (seed 0)."""
+    import torch
+
+    from cpcaudio.model import CPCModel
+    from cpcaudio.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, {"config": config.to_dict(), "model": CPCModel(config).state_dict(), "step": 0})
+    return path

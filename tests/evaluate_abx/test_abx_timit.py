@@ -1,0 +1,87 @@
+"""`cpcaudio abx` and `cpcaudio units` on real speech: a 20-utterance slice of the shared TIMIT sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from helpers import shared_data
+
+from cpcaudio.cli.main import app
+
+
+@pytest.fixture(scope="module")
+def timit20(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 20 utterances (2 speakers) of the TIMIT sample, 39 phones."""
+    from cpcaudio.data import prepare
+
+    source = shared_data("timit_sample")
+    out = tmp_path_factory.mktemp("abx") / "timit20"
+    prepare("timit", source, out, workers=1, limit=20, label_tolerance=20, fold_39=True)
+    return out
+
+
+def test_abx_command_model_and_mfcc(timit20: Path, tmp_path: Path) -> None:
+    out = tmp_path / "abx"
+    args = ["abx", str(timit20), "--out", str(out), "--baselines", "mfcc", "--context-modes", "any", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "results.json").read_text())
+    rows = {(r["features"], r["speaker_mode"]): r for r in report["results"]}
+    assert set(rows) == {("random", "within"), ("random", "across"), ("mfcc", "within"), ("mfcc", "across")}
+    mfcc = rows[("mfcc", "within")]
+    assert 0.02 < mfcc["error"] < 0.3 and mfcc["context_mode"] == "any"  # far below chance (0.5)
+    assert mfcc["phone_pairs"] > 100 and mfcc["speakers"] == 2 and mfcc["items_without_frames"] == 0
+    assert (out / "abx.png").stat().st_size > 0 and "| mfcc |" in (out / "results.md").read_text()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_item_file_with_a_folder_of_npy_features_equals_the_dataset(timit20: Path, tmp_path: Path) -> None:
+    from cpcaudio.evaluate.abx import run_abx, write_item_file
+    from cpcaudio.evaluate.abx.inputs import compute_frames, feature_sets, open_corpus
+
+    corpus = open_corpus(timit20)
+    mfcc = [s for s in feature_sets(corpus, baselines_requested="mfcc")[0] if s.name == "mfcc"][0]
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for file_id, frames in zip(corpus.file_ids, compute_frames(mfcc, list(range(len(corpus.file_ids))))):
+        np.save(folder / f"{file_id}.npy", frames)
+    write_item_file(corpus.items, tmp_path / "timit20.item")
+    settings = {"speaker_modes": "within", "context_modes": "within,any", "device": "cpu"}
+    from_folder = run_abx(folder, items_file=tmp_path / "timit20.item", **settings)
+    from_dataset = run_abx(timit20, baselines_requested="mfcc", **settings)
+    expected = [r["error"] for r in from_dataset["results"] if r["features"] == "mfcc"]
+    # MFCC frame t is centred at t * 10 ms; the folder assumes (t + 1/2) * 10 ms: on 10 ms phone
+    # boundaries both put the same frames in every item
+    assert [r["error"] for r in from_folder["results"]] == pytest.approx(expected, abs=1e-9)
+    librilight = run_abx(folder, items_file=tmp_path / "timit20.item", slicing="librilight", **settings)
+    assert librilight["results"][0]["items_without_frames"] > 0  # its one-frame-short slices lose 10 ms phones
+
+
+def test_abx_on_a_folder_needs_an_item_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["abx", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--items" in result.output
+
+
+def test_units_command(timit20: Path, tmp_path: Path) -> None:
+    out = tmp_path / "units"
+    args = ["units", str(timit20), "--out", str(out), "--clusters", "8", "--baselines", "mfcc",
+            "--speaker-modes", "within", "--context-modes", "any", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "results.json").read_text())
+    mfcc = [row for row in report["results"] if row["features"] == "mfcc"][0]
+    assert 0.05 < mfcc["quality"]["test"]["pnmi"] < 1 and mfcc["kmeans"]["fit_frames"] > 1000
+    assert 0 < mfcc["abx"][0]["error"] < 0.5
+    lines = (out / "mfcc" / "units_dedup.txt").read_text().splitlines()
+    assert len(lines) == 20 and all(len(line.split()) > 5 for line in lines)
+    units = [int(u) for u in lines[0].split()[1:]]
+    assert all(a != b for a, b in zip(units, units[1:])) and max(units) < 8
+    from cpcaudio.evaluate.units import KMeansUnits
+
+    assert KMeansUnits.load(out / "mfcc").num_units == 8

@@ -1,0 +1,113 @@
+"""The benchmark scripts run in their tiny sizes and print parseable JSON (no timing is asserted), and the
+analytic FLOP count agrees with torch's own FLOP counter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import common  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+import train_step  # noqa: E402
+
+TRAIN_STEP_KEYS = {
+    "seconds_per_step",
+    "audio_seconds_per_second",
+    "flop_per_step",
+    "achieved_gflops",
+    "mfu",
+    "minor_faults_per_step",
+}
+
+
+def run_script(*arguments: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    # One thread: the suite may share the cores with other work, where several OpenMP threads spin.
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *arguments], capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=environment
+    )
+
+
+def records_of(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_run_all_tiny_prints_one_json_line_per_benchmark():
+    completed = run_script("benchmarks/run_all.py", "--tiny")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    records = records_of(completed.stdout)
+    present = [name for name in ("train_step", "extract", "loader", "probe") if (BENCHMARKS / f"{name}.py").exists()]
+    assert [record["benchmark"] for record in records] == present
+    # Stdout is exactly the JSON lines: the human summaries went to stderr.
+    assert len(completed.stdout.strip().splitlines()) == len(present)
+
+    train = next(record for record in records if record["benchmark"] == "train_step")
+    assert train["matmul_gflops"] > 0
+    (result,) = train["results"]
+    assert TRAIN_STEP_KEYS <= set(result)
+    assert result["config"] == "tiny" and len(result["seconds_per_step_all"]) == 2
+    assert result["flop_per_step"] == common.train_step_flops(
+        train_step.build_config(train_step.TINY, None), result["batch_size"], result["window_size"]
+    ).total
+
+
+def test_train_step_profile_mode_prints_the_op_table():
+    completed = run_script("benchmarks/train_step.py", "--tiny", "--profile", "--steps", "1", "--threads", "1")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "Self CPU" in completed.stderr  # the torch.profiler table
+    (record,) = records_of(completed.stdout)
+    shares = record["results"][0]["self_time_share"]
+    assert "conv" in shares and sum(shares.values()) == pytest.approx(1.0, abs=0.01)
+
+
+def test_reference_mode_refuses_a_folder_that_is_not_a_checkout(tmp_path):
+    completed = run_script("benchmarks/reference_cpc_audio.py", "--reference", str(tmp_path), "--tiny")
+    assert completed.returncode == 2
+    assert "not a CPC_audio checkout" in completed.stderr and "Traceback" not in completed.stderr
+    assert completed.stdout == ""
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CPCAUDIO_REFERENCE"), reason="set CPCAUDIO_REFERENCE to a CPC_audio checkout to run"
+)
+def test_reference_side_by_side_tiny():
+    checkout = os.environ["CPCAUDIO_REFERENCE"]
+    completed = run_script("benchmarks/reference_cpc_audio.py", "--reference", checkout, "--tiny")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    (record,) = records_of(completed.stdout)
+    assert set(record["results"]) == {"cpcaudio", "cpc_audio"} and record["speedup"] > 0
+
+
+@pytest.mark.parametrize("normalization", ["batch", "channel"])
+def test_analytic_flops_match_torch_flop_counter(normalization):
+    """Encoder and heads exactly, the GRU within 1% (torch skips the product with the zero initial state
+    in backward); the loss is not compared: the dense scoring does more than the analytic count by design."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cpcaudio import CPCModel
+    from cpcaudio.model.cpu_kernels import fast_paths
+
+    config = train_step.build_config(train_step.TINY, normalization)
+    batch, samples = 2, 3200
+    model = CPCModel(config)
+    # The counter knows standard ops only: run the plain formulation of every layer.
+    with fast_paths(False), FlopCounterMode(display=False) as counter:
+        model(torch.randn(batch, 1, samples)).loss.backward()
+    counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    expected = common.train_step_flops(config, batch, samples)
+    assert counts["CPCModel.encoder"] == expected.encoder
+    assert counts["CPCModel.heads"] == expected.heads
+    assert counts["CPCModel.context_network"] == pytest.approx(expected.context, rel=0.01)
+    # Paper config: the issue's 166 GFLOP per step (16.2 GFLOP per audio second), 90% in the convolutions.
+    paper = common.train_step_flops(train_step.build_config(train_step.PAPER, None), 8, 20480)
+    assert paper.total / 1e9 == pytest.approx(166.8, abs=0.1)
+    assert 0.89 < paper.encoder / paper.total < 0.90
