@@ -40,7 +40,7 @@ import common  # noqa: E402
 from cpcaudio import CPCConfig  # noqa: E402
 from cpcaudio.evaluate import LinearProbe, align_frame_labels, model_timing  # noqa: E402
 from cpcaudio.evaluate.baselines import random_model  # noqa: E402
-from cpcaudio.features import extract  # noqa: E402
+from cpcaudio.extract.features import extract  # noqa: E402
 
 LABEL_HOP = 160  # samples per frame label at 16 kHz
 

@@ -65,7 +65,9 @@ def abx(
     items: Optional[Path] = typer.Option(
         None, "--items", help="A libri-light / ZeroSpeech .item file (instead of the dataset's alignments)."
     ),
-    split: Optional[str] = typer.Option(None, "--split", help="Only the items of this split (default: every utterance)."),
+    split: Optional[str] = typer.Option(
+        None, "--split", help="Only the items of this split (default: every utterance)."
+    ),
     speaker_modes: SpeakerModesOption = None,
     context_modes: ContextModesOption = None,
     max_size_group: int = typer.Option(10, "--max-size-group", help="Items kept per (context, speaker, phone) cell."),

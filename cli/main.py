@@ -1,6 +1,7 @@
 """Entry point of the ``cpcaudio`` command: one sub-command per pipeline stage.
 
-prepare -> train -> extract -> probe, plus ``info`` and ``demo`` (the whole pipeline).
+prepare -> train -> extract -> probe / abx / units, plus ``info``, ``demo`` (the whole pipeline),
+``convert`` (CPC_audio checkpoints) and ``export`` (ONNX).
 Each command lives in its own module and only translates options into one library call.
 """
 
@@ -45,13 +46,14 @@ def main() -> None:
 # Each command module exposes ``register(app)``; the order here is the order in ``--help``.
 from cpcaudio.cli import demo_cmd  # noqa: E402
 from cpcaudio.cli import prepare_cmd  # noqa: E402
+from cpcaudio.cli import info_cmd  # noqa: E402
 from cpcaudio.cli import train_cmd  # noqa: E402
 from cpcaudio.cli import extract_cmd  # noqa: E402
 from cpcaudio.cli import probe_cmd  # noqa: E402
 from cpcaudio.cli import convert_cmd, export_cmd  # noqa: E402
 from cpcaudio.cli import abx_cmd, units_cmd  # noqa: E402
 
-for _module in (prepare_cmd, train_cmd, extract_cmd, probe_cmd, abx_cmd, units_cmd, demo_cmd, convert_cmd, export_cmd):
+for _module in (prepare_cmd, info_cmd, train_cmd, extract_cmd, probe_cmd, abx_cmd, units_cmd, demo_cmd, convert_cmd, export_cmd):
     _module.register(app)
 
 if __name__ == "__main__":

@@ -28,9 +28,6 @@ _SHARED_OPTIONS: dict[str, Any] = {"--seed": SeedOption}
 
 def register(app: typer.Typer) -> None:
     app.command("prepare", help=_command_help())(_prepare_command())
-    from cpcaudio.cli import info_cmd  # until cli/main.py registers ``info`` itself, next to prepare
-
-    info_cmd.register(app)
 
 
 def prepare(

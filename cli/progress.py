@@ -34,7 +34,7 @@ class ProgressPrinter:
             return
         if event.message is not None:
             self.write(event.message)
-        if event.total is None and event.done == 0 and not event.fields:
+        if event.total is None and event.done == 0 and not event.fields and event.line is None:
             return
         if self.bars:
             self._draw_bar(event)
@@ -81,6 +81,10 @@ class ProgressPrinter:
         self._bar.refresh()
 
     def _draw_line(self, event: Progress) -> None:
+        if event.line is not None:  # the producer's own log line ("" = nothing to log for this event)
+            if event.line:
+                print(event.line, file=sys.stderr, flush=True)
+            return
         now = time.monotonic()
         finished = event.total is not None and event.done >= event.total
         last = self._last_line.get(event.stage)

@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
 def units(
     ctx: typer.Context,
     dataset: Path = typer.Argument(..., help="Prepared dataset (k-means is fitted on its train split)."),
-    out: Path = typer.Option(..., "--out", help="Directory for the report and, per feature set, the k-means and units."),
+    out: Path = typer.Option(
+        ..., "--out", help="Directory for the report and, per feature set, the k-means and units."
+    ),
     clusters: int = typer.Option(50, "--clusters", help="Number of k-means units K."),
     checkpoint: CheckpointOption = None,
     features: FeaturesOption = None,
@@ -66,4 +68,5 @@ def units(
             )
         if not quiet:
             typer.echo(units_table(report))
-            typer.echo(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'pnmi.png'} and one folder per features")
+            written = f"{out / 'results.json'}, {out / 'results.md'}, {out / 'pnmi.png'}"
+            typer.echo(f"wrote {written} and one folder of k-means and units per features")

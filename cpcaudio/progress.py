@@ -23,6 +23,9 @@ class Progress:
         unit: what is counted (``utt``, ``step``, ``frame`` ...).
         fields: short key/value pairs to show beside the bar (``{"loss": "2.61"}``).
         message: a line to print above the bar (a validation result, a stage summary), or None.
+        line: how this event reads in a log, where no bar is drawn (e.g. a logged training step); printed
+            instead of the periodic counter line, every time; "" logs nothing for this event. None: the
+            periodic counter line.
     """
 
     stage: str
@@ -31,6 +34,7 @@ class Progress:
     unit: str = "it"
     fields: dict[str, str] = field(default_factory=dict)
     message: Optional[str] = None
+    line: Optional[str] = None
 
 
 ProgressCallback = Callable[[Progress], None]

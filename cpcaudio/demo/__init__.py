@@ -4,8 +4,8 @@ Stages, each one library call that a CLI command also makes (so the demo is the 
 
     data     cpcaudio.data.prepare("synthetic", ...)     -> OUT/data        (skipped with data=PREPARED_DIR)
     train    cpcaudio.train.train(...)                   -> OUT/run         (last.pt, metrics.jsonl, ...)
-    extract  cpcaudio.feature_store.extract_to_store(...) -> OUT/features    (context features of every utterance)
-    probe    cpcaudio.probe.run_probe(...) per task       -> OUT/probe_<task> (results.json, plots)
+    extract  cpcaudio.extract.extract_to_store(...) -> OUT/features    (context features of every utterance)
+    probe    cpcaudio.evaluate.run_probe(...) per task       -> OUT/probe_<task> (results.json, plots)
     report   figures + report.md + report.html           -> OUT/report.md, OUT/report.html, OUT/figures/
 
 The modules, in the order a run meets them: :mod:`~cpcaudio.demo.presets` (sizes, model configs,

@@ -110,7 +110,7 @@ def utterance_map(
     """PCA map of utterance embeddings (features averaged over time), coloured by speaker.
 
     Args:
-        store: a :class:`cpcaudio.feature_store.FeatureStore`.
+        store: a :class:`cpcaudio.extract.FeatureStore`.
         path: the PNG to write.
         max_utterances: at most this many utterances are drawn (a seeded subset).
         seed: seed of that subset.

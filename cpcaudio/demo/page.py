@@ -66,7 +66,7 @@ def build_report(outcome: RunOutcome) -> tuple[list[Path], Page]:
         (every PNG the page shows, the page).
     """
     from cpcaudio.data import PreparedDataset
-    from cpcaudio.feature_store import FeatureStore
+    from cpcaudio.extract import FeatureStore
     from cpcaudio.train import read_metrics
 
     out_dir, reports = outcome.out_dir, outcome.reports

@@ -97,7 +97,7 @@ def inspect_dataset(path: Path) -> DatasetInfo:
         DataError: no train or no test utterances, or nothing to probe.
     """
     from cpcaudio.data import PreparedDataset
-    from cpcaudio.probe import _is_audio
+    from cpcaudio.evaluate.sources import is_audio as _is_audio
 
     dataset = PreparedDataset.open(path)
     for split in ("train", "test"):

@@ -126,7 +126,7 @@ def stage_train(
     Returns:
         (``run/last.pt``, summary, skipped).
     """
-    from cpcaudio.checkpoint import load_checkpoint
+    from cpcaudio.train.checkpoint import load_checkpoint
     from cpcaudio.config import CPCConfig
     from cpcaudio.train import LAST_CHECKPOINT, train
 
@@ -171,7 +171,7 @@ def stage_extract(
     Returns:
         (the feature store, summary, skipped).
     """
-    from cpcaudio.feature_store import FeatureStore, extract_to_store
+    from cpcaudio.extract import FeatureStore, extract_to_store
 
     path = out_dir / FEATURES_DIR
     if (path / "meta.json").is_file():
@@ -199,7 +199,7 @@ def stage_probe(
         (the probe report, as in its ``results.json``; summary; skipped).
     """
     from cpcaudio.data import PreparedDataset
-    from cpcaudio.probe import run_probe
+    from cpcaudio.evaluate import run_probe
 
     stage = f"probe-{task}"
     path = out_dir / probe_dir_name(task)

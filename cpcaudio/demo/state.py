@@ -78,7 +78,7 @@ def open_state(out_dir: Path, plan: DemoPlan, overwrite: bool) -> dict[str, Any]
 
 def save_state(out_dir: Path, state: dict[str, Any]) -> None:
     """Write ``demo.json`` atomically."""
-    from cpcaudio.checkpoint import atomic_write_bytes
+    from cpcaudio.files import atomic_write_bytes
 
     text = json.dumps(state, indent=1) + "\n"
     atomic_write_bytes(out_dir / STATE_FILE, lambda file: file.write(text.encode()))

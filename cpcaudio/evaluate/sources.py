@@ -2,7 +2,7 @@
 the baselines, each giving (frames, dim) arrays for whole utterances and for windows.
 
 The model's features come from a checkpoint or a model in memory (computed here once, whole utterances
-in padded batches, with :func:`cpcaudio.features.extract`), or from a feature store written by
+in padded batches, with :func:`cpcaudio.extract.extract`), or from a feature store written by
 ``cpcaudio extract`` (matched to the dataset by utterance id). Baselines (:mod:`.baselines`) run on the
 same signals: MFCC, log-mel, the same CPC architecture with random weights and, for time series, the raw
 values.
@@ -141,9 +141,9 @@ def model_frames(
 
     Returns:
         One float32 (frames, dim) array per signal, equal to processing each alone
-        (:func:`cpcaudio.features.extract`).
+        (:func:`cpcaudio.extract.extract`).
     """
-    from cpcaudio.features import extract
+    from cpcaudio.extract.features import extract
 
     if model.config.encoder.in_channels == 1:
         signals = [s.mean(axis=0, keepdims=True) if s.shape[0] > 1 else s for s in signals]
@@ -285,7 +285,7 @@ def resolve_model_source(
         raise UsageError(f"give one of a checkpoint, a feature store or a model, not {' and '.join(given)}")
     record: dict[str, Any] = {"checkpoint": None, "features": None, "random_init": False, "layer": layer}
     if features is not None:
-        from cpcaudio.feature_store import FeatureStore
+        from cpcaudio.extract import FeatureStore
 
         store = FeatureStore.open(features)
         if store.layer not in LAYERS:
@@ -298,7 +298,7 @@ def resolve_model_source(
         record.update(features=str(features), checkpoint=store.meta.get("checkpoint"), layer=layer)
         return source, source.config, {**record, "description": description}
     if checkpoint is not None:
-        from cpcaudio.checkpoint import load
+        from cpcaudio.train.checkpoint import load
 
         model = load(checkpoint, device=device)
         description = f"CPC checkpoint {checkpoint}, {layer} features"

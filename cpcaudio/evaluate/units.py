@@ -86,11 +86,12 @@ class KMeansUnits:
 
     def save(self, directory: PathLike) -> list[Path]:
         """Write ``kmeans.npz`` (the centres, no pickle) and ``kmeans.json`` into ``directory``."""
-        from cpcaudio.checkpoint import atomic_write_bytes
+        from cpcaudio.files import atomic_write_bytes
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(directory / CENTERS_FILE, lambda file: np.savez(file, centers=self.centers.astype(np.float32)))
+        centers = self.centers.astype(np.float32)
+        atomic_write_bytes(directory / CENTERS_FILE, lambda file: np.savez(file, centers=centers))
         meta = {"format": KMEANS_FORMAT, "format_version": KMEANS_FORMAT_VERSION, "num_units": self.num_units,
                 "dim": self.dim, **self.meta}
         text = json.dumps(meta, indent=1) + "\n"
@@ -127,6 +128,7 @@ def fit_kmeans(
     max_frames: Optional[int] = None,
     settings: Optional[dict[str, Any]] = None,
     meta: Optional[dict[str, Any]] = None,
+    threads: Optional[int] = 1,
 ) -> KMeansUnits:
     """Fit k-means on frames.
 
@@ -137,6 +139,8 @@ def fit_kmeans(
         max_frames: fit on at most this many frames, drawn uniformly with ``seed`` (None: all).
         settings: overrides of :data:`GSLM_SETTINGS` (``MiniBatchKMeans`` keyword arguments).
         meta: extra entries for :attr:`KMeansUnits.meta`.
+        threads: BLAS / OpenMP threads while fitting (None: the libraries' default). One by default: the
+            mini-batches gain little from more, and lose several times over on a busy machine.
 
     Raises:
         UsageError: ``num_units`` < 2 or more units than frames.
@@ -150,9 +154,12 @@ def fit_kmeans(
     if max_frames is not None and data.shape[0] > max_frames:
         data = data[np.sort(np.random.default_rng(seed).choice(data.shape[0], size=max_frames, replace=False))]
     options = {**GSLM_SETTINGS, **(settings or {})}
+    from threadpoolctl import threadpool_limits
+
     kmeans = MiniBatchKMeans(n_clusters=num_units, random_state=seed, compute_labels=False, **options)
-    kmeans.fit(data)
-    inertia = float(-kmeans.score(data) / data.shape[0])
+    with threadpool_limits(limits=threads):
+        kmeans.fit(data)
+        inertia = float(-kmeans.score(data) / data.shape[0])
     record = {"seed": seed, "settings": options, "fit_frames": int(data.shape[0]), "inertia_per_frame": inertia,
               **(meta or {})}
     return KMeansUnits(kmeans.cluster_centers_.astype(np.float32), record)
@@ -200,7 +207,7 @@ def quantize(
         UsageError: a model without a signal, a layer other than the codebook's, frames of another width.
     """
     if isinstance(source, torch.nn.Module):
-        from cpcaudio.features import extract
+        from cpcaudio.extract.features import extract
 
         fitted = kmeans.meta.get("layer")
         layer = layer or fitted or "context"

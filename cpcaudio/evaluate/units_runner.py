@@ -138,7 +138,7 @@ def _units_of(
     device: torch.device, out: Optional[PathLike], progress: Optional[ProgressCallback],
 ) -> dict[str, Any]:
     """Fit, apply and measure the units of one feature set."""
-    from cpcaudio.probe import align_frame_labels
+    from cpcaudio.evaluate.timing import align_frame_labels
 
     dataset = corpus.source
     started = time.perf_counter()
@@ -153,10 +153,8 @@ def _units_of(
     units = [kmeans.predict(f) for f in frames]
     row: dict[str, Any] = {"features": feature_set.name, "kmeans": kmeans.meta, "quality": {}, "abx": []}
     if dataset.has_frame_labels:
-        labels = [
-            align_frame_labels(dataset.frame_labels(i), dataset.label_hop, dataset.sample_rate, feature_set.timing, len(u))
-            for i, u in enumerate(units)
-        ]
+        rate, hop, timing = dataset.sample_rate, dataset.label_hop, feature_set.timing
+        labels = [align_frame_labels(dataset.frame_labels(i), hop, rate, timing, len(u)) for i, u in enumerate(units)]
         for split in ("train", "test"):
             chosen = [int(i) for i in dataset.indices(split)]
             if chosen:

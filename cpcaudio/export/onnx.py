@@ -7,7 +7,7 @@ The graph::
     latents  float32 (batch, frames, encoder dim) z (``layer="encoder"``)
 
 with ``frames = model.num_frames(samples)``; ``batch`` and ``samples`` are dynamic. It computes what
-:func:`cpcaudio.features.extract` computes for one whole signal (no chunking, so memory grows with the
+:func:`cpcaudio.extract.extract` computes for one whole signal (no chunking, so memory grows with the
 length): models with ``input_normalization: sequence`` standardise each signal with its own statistics
 inside the graph. Every signal of a batch is taken as full length (no padding mask): batch only signals
 of equal length, or run them one at a time.

@@ -23,9 +23,13 @@ from cpcaudio.extract.labels import encoder_frame_labels, store_frame_labels
 from cpcaudio.extract.request import file_sha256
 from cpcaudio.extract.resampling import resample, resampled_length
 from cpcaudio.extract.store import STORE_FORMAT, STORE_FORMAT_VERSION, FeatureStore, npy_path
+from cpcaudio.extract.streaming import RunningStatistics, StreamingExtractor, stream_frames
 from cpcaudio.extract.writer import ExtractionSummary, extract_to_store
 
 __all__ = [
+    "RunningStatistics",
+    "StreamingExtractor",
+    "stream_frames",
     "DEFAULT_CHUNK_SECONDS",
     "LAYERS",
     "STORE_FORMAT",

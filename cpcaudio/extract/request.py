@@ -62,7 +62,7 @@ def load_model(model_or_checkpoint: Union[PathLike, torch.nn.Module], device: De
     Raises:
         UsageError: a bad device. CheckpointError: an unreadable checkpoint.
     """
-    from cpcaudio.checkpoint import load
+    from cpcaudio.train.checkpoint import load
 
     if isinstance(model_or_checkpoint, torch.nn.Module):
         model = model_or_checkpoint

@@ -1,6 +1,6 @@
 """Streaming extraction: push samples as they arrive, get each frame as soon as it is final.
 
-:class:`StreamingExtractor` gives exactly the frames of :func:`cpcaudio.features.extract` on the whole
+:class:`StreamingExtractor` gives exactly the frames of :func:`cpcaudio.extract.extract` on the whole
 signal (to float rounding), whatever the sizes of the pieces pushed, in constant memory:
 
 * **Encoder.** Frame ``t`` reads the samples ``[offset + t * hop, ... + receptive_field)``

@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from cpcaudio.checkpoint import atomic_write_bytes
+from cpcaudio.files import atomic_write_bytes
 from cpcaudio.devices import DeviceLike
 from cpcaudio.errors import DataError, UsageError
 from cpcaudio.extract.chunks import chunk_samples_for

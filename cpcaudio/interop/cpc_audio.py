@@ -298,7 +298,7 @@ def load_model(path: PathLike, device: Union[str, torch.device, None] = None) ->
     from cpcaudio.model import CPCModel
 
     if foreign_layout(path) is None:
-        from cpcaudio.checkpoint import load
+        from cpcaudio.train.checkpoint import load
 
         if Path(path).is_dir():
             raise CheckpointError(
@@ -325,7 +325,7 @@ def convert_checkpoint(source: PathLike, out: PathLike, overwrite: bool = False)
         UsageError: ``out`` exists and ``overwrite`` is not set, or ``source`` is already a cpcaudio file.
         CheckpointError: as :func:`load_foreign_checkpoint`.
     """
-    from cpcaudio.checkpoint import save_checkpoint
+    from cpcaudio.train.checkpoint import save_checkpoint
 
     out = Path(out)
     if out.exists() and not overwrite:

@@ -115,8 +115,8 @@ class CPCModel(nn.Module):
     ):
         """Frozen features of one signal (time,)/(channels, time) or a padded batch (batch, channels, time)
         with ``lengths`` (tensors or numpy arrays); chunked, resampled, under inference mode. Returns
-        :class:`cpcaudio.features.Features`; see :func:`cpcaudio.features.extract` for every argument."""
-        from cpcaudio.features import extract
+        :class:`cpcaudio.extract.Features`; see :func:`cpcaudio.extract.extract` for every argument."""
+        from cpcaudio.extract.features import extract
 
         return extract(self, signal, sample_rate, layer=layer, lengths=lengths, chunk_seconds=chunk_seconds, **options)
 

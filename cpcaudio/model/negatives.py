@@ -12,8 +12,8 @@ Modes:
 * ``batch``: every valid frame of every sequence in the batch (CPC_audio's default pool);
 * ``same-sequence``: every valid frame of sequence b.
 
-A new mode is one function with the signature of :func:`sample_batch` registered with
-:func:`register_negative_sampler`, plus its name in ``cpcaudio.config.NegativeSampling`` (a test checks
+A new mode is one function from :class:`Draws` (the batch's lengths, positives and raw random integers)
+to indices, registered with :func:`register_negative_sampler`, plus its name in ``cpcaudio.config.NegativeSampling`` (a test checks
 that the two agree). Its ``pool`` tells the loss how to score: ``batch`` (indices anywhere in the batch:
 scores against all B*T frames) or ``sequence`` (indices inside the sequence: B products of T x T).
 """
@@ -26,7 +26,25 @@ from typing import Literal, Optional
 
 import torch
 
-SamplerFunction = Callable[[torch.Tensor, int, int, int, Optional[torch.Generator]], torch.Tensor]
+@dataclass(frozen=True)
+class Draws:
+    """What every sampler starts from: one batch's geometry and its raw random integers.
+
+    Attributes:
+        lengths: (batch,) valid frames per sequence (clamped to ``num_frames``).
+        positive_t: (batch, T, K, 1) frame of the positive within its sequence (``t + k``, clamped into
+            the sequence where no target exists; those positions are masked by the loss).
+        raw: (batch, T, K, N) uniform integers in ``[0, 2**62)``, from the caller's generator.
+        num_frames: T, padded frames per sequence.
+    """
+
+    lengths: torch.Tensor
+    positive_t: torch.Tensor
+    raw: torch.Tensor
+    num_frames: int
+
+
+SamplerFunction = Callable[[Draws], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -41,8 +59,10 @@ class NegativeSampler:
 NEGATIVE_SAMPLERS: dict[str, NegativeSampler] = {}
 
 
-def register_negative_sampler(name: str, pool: Literal["batch", "sequence"]) -> Callable[[SamplerFunction], SamplerFunction]:
-    """Decorator: register ``function`` as the sampler of mode ``name`` drawing from ``pool``."""
+def register_negative_sampler(
+    name: str, pool: Literal["batch", "sequence"]
+) -> Callable[[SamplerFunction], SamplerFunction]:
+    """Decorator: register ``function(draws) -> (batch, T, K, N) flat indices`` as mode ``name``."""
 
     def register(function: SamplerFunction) -> SamplerFunction:
         NEGATIVE_SAMPLERS[name] = NegativeSampler(name, function, pool)
@@ -61,63 +81,48 @@ def negative_sampler(mode: str) -> NegativeSampler:
         ) from None
 
 
-def _positions(frame_lengths: torch.Tensor, num_frames: int, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clamped valid lengths (batch,) and the positive frame of every (b, t, k): (batch, T, K, 1)."""
-    lengths = frame_lengths.clamp(max=num_frames).long()
-    device = frame_lengths.device
-    t = torch.arange(num_frames, device=device).view(1, -1, 1, 1)
-    k = torch.arange(1, num_steps + 1, device=device).view(1, 1, -1, 1)
-    # Positive frame index within its sequence; clamp keeps invalid (b, t, k) inside the sequence.
-    positive_t = torch.minimum(t + k, (lengths.view(-1, 1, 1, 1) - 1).clamp(min=0))
-    return lengths, positive_t
-
-
-def _raw_draws(shape: tuple[int, ...], device: torch.device, generator: Optional[torch.Generator]) -> torch.Tensor:
-    return torch.randint(0, 2**62, shape, device=device, generator=generator)
-
-
-@register_negative_sampler("batch", pool="batch")
-def sample_batch(
+def draws(
     frame_lengths: torch.Tensor,
     num_frames: int,
     num_steps: int,
     num_negatives: int,
     generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """Negatives from every valid frame of the batch. Arguments and result as :func:`sample_negatives`."""
-    lengths, positive_t = _positions(frame_lengths, num_frames, num_steps)
-    batch = lengths.shape[0]
-    raw = _raw_draws((batch, num_frames, num_steps, num_negatives), frame_lengths.device, generator)
-    valid = torch.arange(num_frames, device=lengths.device).view(1, -1) < lengths.view(-1, 1)  # (B, T)
+) -> Draws:
+    """The :class:`Draws` of a batch: ``raw`` from ``generator`` (None: the global RNG)."""
+    lengths = frame_lengths.clamp(max=num_frames).long()
+    device = frame_lengths.device
+    t = torch.arange(num_frames, device=device).view(1, -1, 1, 1)
+    k = torch.arange(1, num_steps + 1, device=device).view(1, 1, -1, 1)
+    positive_t = torch.minimum(t + k, (lengths.view(-1, 1, 1, 1) - 1).clamp(min=0))
+    shape = (lengths.shape[0], num_frames, num_steps, num_negatives)
+    raw = torch.randint(0, 2**62, shape, device=device, generator=generator)
+    return Draws(lengths, positive_t, raw, num_frames)
+
+
+@register_negative_sampler("batch", pool="batch")
+def sample_batch(d: Draws) -> torch.Tensor:
+    """Negatives from every valid frame of the batch (flat indices, as :func:`sample_negatives`)."""
+    lengths = d.lengths
+    valid = torch.arange(d.num_frames, device=lengths.device).view(1, -1) < lengths.view(-1, 1)  # (B, T)
     valid_flat = valid.reshape(-1).nonzero().squeeze(1)  # (M,) flat indices of valid frames
     total = valid_flat.numel()
     # Rank of each sequence's first frame in the valid list = frames of the earlier sequences.
     first_rank = torch.cumsum(lengths, 0) - lengths  # (B,)
-    positive_rank = first_rank.view(-1, 1, 1, 1) + positive_t
-    rank = raw % max(total - 1, 1)
+    positive_rank = first_rank.view(-1, 1, 1, 1) + d.positive_t
+    rank = d.raw % max(total - 1, 1)
     rank = rank + (rank >= positive_rank).long()
     rank = rank.clamp(max=max(total - 1, 0))
     return valid_flat[rank]
 
 
 @register_negative_sampler("same-sequence", pool="sequence")
-def sample_same_sequence(
-    frame_lengths: torch.Tensor,
-    num_frames: int,
-    num_steps: int,
-    num_negatives: int,
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """Negatives from the valid frames of the positive's own sequence. As :func:`sample_negatives`."""
-    lengths, positive_t = _positions(frame_lengths, num_frames, num_steps)
-    batch = lengths.shape[0]
-    raw = _raw_draws((batch, num_frames, num_steps, num_negatives), frame_lengths.device, generator)
-    b = torch.arange(batch, device=lengths.device).view(-1, 1, 1, 1)
-    pool = (lengths.view(-1, 1, 1, 1) - 1).clamp(min=1)  # frames other than the positive
-    rank = raw % pool
-    negative_t = rank + (rank >= positive_t).long()  # skip the positive
-    negative_t = torch.minimum(negative_t, (lengths.view(-1, 1, 1, 1) - 1).clamp(min=0))
-    return b * num_frames + negative_t
+def sample_same_sequence(d: Draws) -> torch.Tensor:
+    """Negatives from the valid frames of the positive's own sequence (as :func:`sample_negatives`)."""
+    last = (d.lengths.view(-1, 1, 1, 1) - 1).clamp(min=0)  # (B, 1, 1, 1)
+    rank = d.raw % last.clamp(min=1)  # ranks over the frames other than the positive
+    negative_t = torch.minimum(rank + (rank >= d.positive_t).long(), last)  # skip the positive
+    b = torch.arange(d.lengths.shape[0], device=d.lengths.device).view(-1, 1, 1, 1)
+    return b * d.num_frames + negative_t
 
 
 NEGATIVE_SAMPLING_MODES = tuple(NEGATIVE_SAMPLERS)
@@ -146,4 +151,5 @@ def sample_negatives(
         Entries at invalid (b, t, k) (see ``cpcaudio.model.loss.valid_prediction_mask``) are arbitrary
         valid indices.
     """
-    return negative_sampler(mode).sample(frame_lengths, num_frames, num_steps, num_negatives, generator)
+    sampler = negative_sampler(mode)
+    return sampler.sample(draws(frame_lengths, num_frames, num_steps, num_negatives, generator))

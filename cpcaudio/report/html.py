@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from cpcaudio.checkpoint import atomic_write_bytes
+from cpcaudio.files import atomic_write_bytes
 
 PathLike = Union[str, Path]
 

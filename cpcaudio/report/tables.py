@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Union
 
-from cpcaudio.checkpoint import atomic_write_bytes
+from cpcaudio.files import atomic_write_bytes
 
 PathLike = Union[str, Path]
 

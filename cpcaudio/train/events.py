@@ -95,7 +95,9 @@ def progress_event(event: TrainEvent) -> Optional[Progress]:
     step, a line for the start, a validation and a note; None for checkpoints and the end."""
     if event.kind == "step":
         fields = _step_fields(event.metrics) if event.metrics else {}
-        return Progress(STAGE, done=event.step, total=event.max_steps, unit="step", fields=fields)
+        # In a log: one line per logged step (every train.log_every steps), nothing for the others.
+        line = _step_line(event.step, event.max_steps, event.metrics) if event.metrics else ""
+        return Progress(STAGE, done=event.step, total=event.max_steps, unit="step", fields=fields, line=line)
     if event.kind == "start":
         return Progress(STAGE, message=_start_line(event.metrics))
     if event.kind == "validation":
@@ -165,6 +167,14 @@ def _step_fields(metrics: dict[str, Any]) -> dict[str, str]:
         "throughput": f"{metrics['throughput']:.1f} audio s/s",
         "lr": f"{metrics['lr']:.2e}",
     }
+
+
+def _step_line(step: int, max_steps: int, metrics: dict[str, Any]) -> str:
+    accuracy = metrics["accuracy"]
+    return (
+        f"step {step}/{max_steps}  loss {metrics['loss']:.4f}  acc1 {accuracy[0]:.3f}  "
+        f"acc{len(accuracy)} {accuracy[-1]:.3f}  {metrics['throughput']:.1f} audio s/s  lr {metrics['lr']:.2e}"
+    )
 
 
 def _validation_line(step: int, record: dict[str, Any]) -> str:

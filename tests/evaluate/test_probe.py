@@ -159,7 +159,7 @@ def test_phone_probe_on_timit_via_the_cli(datasets, tiny_checkpoint, tmp_path):
 
 def test_stored_features_give_the_same_probe_as_the_checkpoint(datasets, tiny_checkpoint, tmp_path):
     shared_data("timit_sample")
-    from cpcaudio.feature_store import extract_to_store
+    from cpcaudio.extract import extract_to_store
 
     subset = list(range(0, 79, 3))
     extract_to_store(tiny_checkpoint, datasets["timit"], tmp_path / "store", device="cpu")

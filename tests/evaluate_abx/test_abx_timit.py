@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from helpers import shared_data
+from helpers import shared_data, tiny_config
 
 from cpcaudio.cli.main import app
+
+
+def _tiny_model():
+    import torch
+
+    from cpcaudio.model import CPCModel
+
+    torch.manual_seed(0)
+    return CPCModel(tiny_config()).eval()
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +34,15 @@ def timit20(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_abx_command_model_and_mfcc(timit20: Path, tmp_path: Path) -> None:
+def test_abx_command_model_and_mfcc(timit20: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
     out = tmp_path / "abx"
-    args = ["abx", str(timit20), "--out", str(out), "--baselines", "mfcc", "--context-modes", "any", "--quiet"]
+    args = ["abx", str(timit20), "--out", str(out), "--checkpoint", str(tiny_checkpoint), "--baselines", "mfcc,random",
+            "--context-modes", "any", "--quiet"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "results.json").read_text())
     rows = {(r["features"], r["speaker_mode"]): r for r in report["results"]}
-    assert set(rows) == {("random", "within"), ("random", "across"), ("mfcc", "within"), ("mfcc", "across")}
+    assert set(rows) == {(name, mode) for name in ("model", "random", "mfcc") for mode in ("within", "across")}
     mfcc = rows[("mfcc", "within")]
     assert 0.02 < mfcc["error"] < 0.3 and mfcc["context_mode"] == "any"  # far below chance (0.5)
     assert mfcc["phone_pairs"] > 100 and mfcc["speakers"] == 2 and mfcc["items_without_frames"] == 0
@@ -54,7 +64,7 @@ def test_item_file_with_a_folder_of_npy_features_equals_the_dataset(timit20: Pat
     write_item_file(corpus.items, tmp_path / "timit20.item")
     settings = {"speaker_modes": "within", "context_modes": "within,any", "device": "cpu"}
     from_folder = run_abx(folder, items_file=tmp_path / "timit20.item", **settings)
-    from_dataset = run_abx(timit20, baselines_requested="mfcc", **settings)
+    from_dataset = run_abx(timit20, model=_tiny_model(), baselines_requested="mfcc", **settings)
     expected = [r["error"] for r in from_dataset["results"] if r["features"] == "mfcc"]
     # MFCC frame t is centred at t * 10 ms; the folder assumes (t + 1/2) * 10 ms: on 10 ms phone
     # boundaries both put the same frames in every item
@@ -68,9 +78,10 @@ def test_abx_on_a_folder_needs_an_item_file(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--items" in result.output
 
 
-def test_units_command(timit20: Path, tmp_path: Path) -> None:
+def test_units_command(timit20: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
     out = tmp_path / "units"
-    args = ["units", str(timit20), "--out", str(out), "--clusters", "8", "--baselines", "mfcc",
+    args = ["units", str(timit20), "--out", str(out), "--checkpoint", str(tiny_checkpoint), "--clusters", "8",
+            "--layer", "all", "--baselines", "mfcc",
             "--speaker-modes", "within", "--context-modes", "any", "--quiet"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -85,3 +96,5 @@ def test_units_command(timit20: Path, tmp_path: Path) -> None:
     from cpcaudio.evaluate.units import KMeansUnits
 
     assert KMeansUnits.load(out / "mfcc").num_units == 8
+    assert KMeansUnits.load(out / "model-encoder").meta["layer"] == "encoder"
+    assert [row["features"] for row in report["results"]] == ["model-context", "model-encoder", "mfcc"]

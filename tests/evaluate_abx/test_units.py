@@ -85,7 +85,7 @@ def test_kmeans_is_seeded_and_saved_without_pickle(tmp_path: Path) -> None:
 
 
 def test_quantize_new_audio_through_a_model() -> None:
-    from cpcaudio.features import extract
+    from cpcaudio.extract.features import extract
     from cpcaudio.model import CPCModel
 
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from helpers import tiny_config
 
 from cpcaudio import CPCModel
-from cpcaudio.checkpoint import save_checkpoint
+from cpcaudio.train.checkpoint import save_checkpoint
 from cpcaudio.cli.main import app
 from cpcaudio.errors import DataError, UsageError
 from cpcaudio.extract import FeatureStore, extract_to_store, npy_path

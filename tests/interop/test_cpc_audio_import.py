@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from helpers import shared_data
 from typer.testing import CliRunner
 
-from cpcaudio.checkpoint import load as load_native
+from cpcaudio.train.checkpoint import load as load_native
 from cpcaudio.cli.main import app
 from cpcaudio.errors import CheckpointError, UsageError
 from cpcaudio.interop import (

@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime")
 
 import onnx  # noqa: E402
 
-from cpcaudio.checkpoint import save_checkpoint  # noqa: E402
+from cpcaudio.train.checkpoint import save_checkpoint  # noqa: E402
 from cpcaudio.cli.main import app  # noqa: E402
 from cpcaudio.errors import UsageError  # noqa: E402
 from cpcaudio.export import export_onnx, run_onnx  # noqa: E402

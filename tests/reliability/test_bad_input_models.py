@@ -28,12 +28,12 @@ from badfiles import (
     tone,
     write_audio,
 )
-from cpcaudio.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint
+from cpcaudio.train.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint
 from cpcaudio.cli.main import app
 from cpcaudio.config import CPCConfig
 from cpcaudio.data import prepare
 from cpcaudio.errors import CheckpointError, ConfigError, DataError
-from cpcaudio.feature_store import FeatureStore
+from cpcaudio.extract import FeatureStore
 from cpcaudio.model import CPCModel
 
 USAGE, DATA = 2, 3
@@ -254,7 +254,7 @@ def _probe_arguments(dataset: Path, checkpoint: Path, out: Path) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["truncated", "other-format-version", "malicious"])
 def test_bad_checkpoint_probe(kind: str, tmp_path: Path, work: Path, marker: Path):
-    from cpcaudio.probe import run_probe
+    from cpcaudio.evaluate import run_probe
 
     path = _bad_checkpoint(kind, work / "model.pt", tmp_path, marker)
     with pytest.raises(CheckpointError, match=CHECKPOINT_CASES[kind]):
@@ -301,7 +301,7 @@ def _broken_datasets(work: Path, folder: Path) -> list[tuple[Path, str, Path]]:
 
 
 def test_broken_dataset_for_train_extract_probe(tmp_path: Path, work: Path):
-    from cpcaudio.probe import run_probe
+    from cpcaudio.evaluate import run_probe
 
     for dataset, message, named in _broken_datasets(work, tmp_path):
         result = cli("train", dataset, tmp_path / "run", "--config", work / "tiny.yaml", "--quiet", "--device", "cpu")

@@ -23,7 +23,7 @@ from badfiles import (
     write_audio,
 )
 from cpcaudio import resources
-from cpcaudio.checkpoint import save_checkpoint
+from cpcaudio.train.checkpoint import save_checkpoint
 from cpcaudio.cli.common import user_errors
 from cpcaudio.cli.main import app
 from cpcaudio.config import CPCConfig

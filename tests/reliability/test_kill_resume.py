@@ -28,12 +28,12 @@ import pytest
 import torch
 
 from badfiles import tone, write_audio
-from cpcaudio.checkpoint import load_checkpoint, save_checkpoint
+from cpcaudio.train.checkpoint import load_checkpoint, save_checkpoint
 from cpcaudio.config import CPCConfig
 from cpcaudio.data import PreparedDataset, prepare
 from cpcaudio.data.format import is_unfinished_dataset
 from cpcaudio.errors import DataError
-from cpcaudio.feature_store import FeatureStore
+from cpcaudio.extract import FeatureStore
 from cpcaudio.model import CPCModel
 
 SEED = int(os.environ.get("CPCAUDIO_KILL_SEED", "8"))

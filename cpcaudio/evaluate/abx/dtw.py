@@ -67,7 +67,8 @@ def dtw_batch(
         take_left = (left <= up) & ~take_diagonal
         costs[:, k, 1:] = skewed[:, k] + torch.where(take_diagonal, diagonal, torch.where(take_left, left, up))
         diagonal_steps = steps[:, k - 2, :-1] if k >= 2 else steps[:, 0, 1:]
-        chosen = torch.where(take_diagonal, diagonal_steps, torch.where(take_left, steps[:, k - 1, 1:], steps[:, k - 1, :-1]))
+        side_steps = torch.where(take_left, steps[:, k - 1, 1:], steps[:, k - 1, :-1])
+        chosen = torch.where(take_diagonal, diagonal_steps, side_steps)
         steps[:, k, 1:] = chosen + 1.0
     lengths_x = lengths_x.to(device=device, dtype=torch.long)
     last = lengths_x + lengths_y.to(device=device, dtype=torch.long) - 2  # anti-diagonal of the last cell
@@ -191,11 +192,12 @@ def block_dtw(
     start = 0
     while start < blocks:  # chunks of blocks whose distance matrices fit max_elements together
         before = int(used[start - 1]) if start else 0
-        stop = max(start + 1, int(np.searchsorted(used, before + BLOCK_FLOATS_PER_WORKING * max_elements, side="right")))
+        budget = before + BLOCK_FLOATS_PER_WORKING * max_elements
+        stop = max(start + 1, int(np.searchsorted(used, budget, side="right")))
         chunk = np.arange(start, min(stop, blocks))
         _chunk_blocks(
-            features, chunk, (low, low_lengths, low_offsets, padded_low), (high, high_lengths, high_offsets, padded_high),
-            out, max_elements,
+            features, chunk, (low, low_lengths, low_offsets, padded_low),
+            (high, high_lengths, high_offsets, padded_high), out, max_elements,
         )
         start = int(chunk[-1]) + 1
         if progress is not None:

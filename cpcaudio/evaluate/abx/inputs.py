@@ -169,7 +169,7 @@ def _checked(corpus: Corpus, items_file: Optional[PathLike]) -> Corpus:
 
 def folder_feature_set(corpus: Corpus, frame_hop: float) -> FeatureSet:
     """The feature set of a folder of ``.npy`` files: frame ``i`` centred at ``(i + 1/2) * frame_hop``."""
-    from cpcaudio.probe import FrameTiming
+    from cpcaudio.evaluate.timing import FrameTiming
 
     rate = Fraction(1) / Fraction(frame_hop).limit_denominator(1_000_000)
     if rate.denominator != 1:
@@ -215,7 +215,8 @@ def feature_sets(
         ``(feature sets, model record)``.
     """
     from cpcaudio.evaluate.sources import baseline_sources, resolve_model_source
-    from cpcaudio.probe import is_audio, parse_baselines
+    from cpcaudio.evaluate.sources import is_audio
+    from cpcaudio.evaluate.runner import parse_baselines
 
     if layer not in LAYER_CHOICES:
         raise UsageError(f"unknown layer {layer!r}; choose one of {', '.join(LAYER_CHOICES)}")

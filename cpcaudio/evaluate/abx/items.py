@@ -202,7 +202,9 @@ def read_item_file(path: Union[str, Path]) -> ItemList:
         try:
             onset, offset = float(columns[1]), float(columns[2])
         except ValueError:
-            raise DataError(f"{path}:{number}: onset and offset must be seconds, got {columns[1]!r} {columns[2]!r}") from None
+            raise DataError(
+                f"{path}:{number}: onset and offset must be seconds, got {columns[1]!r} {columns[2]!r}"
+            ) from None
         if not (np.isfinite(onset) and np.isfinite(offset)) or offset <= onset:
             raise DataError(f"{path}:{number}: offset {offset} must come after onset {onset}")
         files.append(columns[0])

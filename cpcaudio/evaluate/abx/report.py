@@ -12,7 +12,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from cpcaudio.checkpoint import atomic_write_bytes
+from cpcaudio.files import atomic_write_bytes
 
 PathLike = Union[str, Path]
 
@@ -55,9 +55,10 @@ def markdown_table(report: dict[str, Any]) -> str:
     results = report["results"]
     modes = columns(results)
     header = ["features"] + [f"{speaker} spk / {context} ctx" for speaker, context in modes]
+    items = report["items"]
     lines = [
         f"ABX error rate (%, lower is better) on {report['dataset']['path']} "
-        f"({report['items']['count']} items, {report['items']['phones']} phones, {report['items']['speakers']} speakers; "
+        f"({items['count']} items, {items['phones']} phones, {items['speakers']} speakers; "
         f"slicing {report['settings']['slicing']}).",
         "",
         "| " + " | ".join(header) + " |",
@@ -66,7 +67,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     for name in dict.fromkeys(r["features"] for r in results):
         cells = [name]
         for speaker, context in modes:
-            row = [r for r in results if r["features"] == name and (r["speaker_mode"], r["context_mode"]) == (speaker, context)]
+            row = [r for r in results
+                   if r["features"] == name and (r["speaker_mode"], r["context_mode"]) == (speaker, context)]
             cells.append(error_text(row[0]["error"]) if row else "")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")

@@ -18,7 +18,14 @@ import torch
 
 from cpcaudio.errors import UsageError
 from cpcaudio.evaluate.abx.dtw import ItemFeatures
-from cpcaudio.evaluate.abx.inputs import DEFAULT_FRAME_HOP, Corpus, FeatureSet, compute_frames, feature_sets, open_corpus
+from cpcaudio.evaluate.abx.inputs import (
+    DEFAULT_FRAME_HOP,
+    Corpus,
+    FeatureSet,
+    compute_frames,
+    feature_sets,
+    open_corpus,
+)
 from cpcaudio.evaluate.abx.items import SLICINGS, ItemList, frame_spans, item_codes
 from cpcaudio.evaluate.abx.scoring import CONTEXT_MODES, MAX_SIZE_GROUP, MAX_X_ACROSS, SPEAKER_MODES, abx_errors
 from cpcaudio.progress import ProgressCallback
@@ -187,8 +194,10 @@ def run_abx(
     report = {
         "format": REPORT_FORMAT,
         "format_version": REPORT_FORMAT_VERSION,
-        "dataset": {"path": str(corpus.path), "kind": corpus.kind, "items_file": None if items_file is None else str(items_file),
-                    "split": split},
+        "dataset": {
+            "path": str(corpus.path), "kind": corpus.kind, "split": split,
+            "items_file": None if items_file is None else str(items_file),
+        },
         "items": item_summary(corpus.items),
         "settings": dict(
             distance="angular (acos of the dot product of L2-normalised frames, / pi)",

@@ -14,10 +14,10 @@ over the contexts (and, across speakers, the X speakers) of each (speaker, phone
 speakers, then over the (phone A, phone B) pairs. Context ``any`` puts every item in one context (the
 ZeroSpeech 2024 phoneme task); ``within`` uses (previous, next) phone pairs (libri-light, ZeroSpeech 2021).
 
-Differences from libri-light, which does not change the expected value: cells are subsampled once (not
-again for every task that uses them), and the DTW of a pair is computed once with the lower item index as
-rows (libri-light puts X's frames on the rows; the two orders differ only in which of two equal-cost
-paths the length normalisation takes).
+Differences from libri-light, which do not change the expected value: cells are subsampled once (not
+again for every task that uses them), and the DTW of a pair is computed once, the items of the
+lower-numbered cell on the rows (libri-light puts X's frames on the rows; the two orders differ only in
+which of two equal-cost paths the length normalisation takes). Without subsampling the two agree exactly.
 """
 
 from __future__ import annotations
