@@ -47,7 +47,7 @@ class EncoderConfig:
     kernel_sizes: tuple[int, ...] = (10, 8, 4, 4, 4)  # one entry per layer
     strides: tuple[int, ...] = (5, 4, 2, 2, 2)  # product = samples per frame (160 = 10 ms at 16 kHz)
     paddings: Optional[tuple[int, ...]] = None  # None: (k - s + 1) // 2 per layer, CPC_audio's (3,2,1,1,1)
-    normalization: Normalization = "channel"  # per-time-step across channels (CPC_audio's default)
+    normalization: Normalization = "channel"  # per time step across channels (CPC_audio: channel-unbiased)
     input_normalization: InputNormalization = "sequence"  # standardise each input sequence; "none": raw
 
     def resolved_paddings(self) -> tuple[int, ...]:

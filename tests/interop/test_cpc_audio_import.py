@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 import pytest
+
+import cpcaudio
 import soundfile as sf
 import torch
 import torch.nn.functional as F
@@ -97,10 +99,12 @@ def extract_cz(model: Any, signal: np.ndarray, rate: int) -> tuple[np.ndarray, n
 # ---- the shared files written by CPC_audio --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("loader", ["interop", "cpcaudio.load"])
 @pytest.mark.parametrize("name", sorted(SHARED_MODELS))
-def test_shared_cpc_audio_models_reproduce_cpc_audio_features(name):
+def test_shared_cpc_audio_models_reproduce_cpc_audio_features(name, loader):
     folder = shared_data(f"cpc_audio_checkpoints/{name}")
-    model = load_model(folder / SHARED_MODELS[name], device="cpu")
+    load = load_model if loader == "interop" else cpcaudio.load
+    model = load(folder / SHARED_MODELS[name], device="cpu")
     reference = np.load(folder / "reference_features.npz")
     assert model.config.encoder.input_normalization == "none"
     for index, signal, rate in read_utterances(folder):
