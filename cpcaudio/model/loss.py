@@ -13,7 +13,9 @@ Definitions (CPC paper, eq. 4, with the choices written out):
 * The **loss** is the cross-entropy of the (1 + N) scores with the positive as the target, averaged over
   all valid (b, t, k) (so steps with more valid positions weigh more, exactly as a flat mean).
 * The **accuracy** of step k is the fraction of valid (b, t) where the positive has the highest score
-  (``argmax == 0``; a tie with a negative counts as correct, as in CPC_audio).
+  (the positive scores strictly above every negative: a tie with a negative counts as wrong, unlike
+  CPC_audio's ``argmax == 0``, so that a collapsed model (all scores equal) or a NaN run shows
+  accuracy 0, not 1).
 
 How the (B, T, K, 1 + N) candidate scores are computed (``path``; the same numbers up to float rounding):
 
@@ -191,7 +193,7 @@ def _reduce(logits: torch.Tensor, frame_lengths: torch.Tensor) -> InfoNCEResult:
     positive = logits[..., 0]  # (B, T, K)
     valid = valid_prediction_mask(frame_lengths, frames, steps)  # (B, T, K)
     cross_entropy = torch.logsumexp(logits, dim=-1) - positive  # (B, T, K)
-    correct = (logits.argmax(dim=-1) == 0) & valid
+    correct = (logits[..., 0] > logits[..., 1:].amax(dim=-1)) & valid  # ties and NaN: not correct
     weights = valid.to(cross_entropy.dtype)
     counts = weights.sum(dim=(0, 1))  # (K,)
     masked = cross_entropy.where(valid, torch.zeros_like(cross_entropy))

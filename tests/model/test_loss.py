@@ -28,7 +28,7 @@ def naive_info_nce(predictions, latents, negatives, frame_lengths):
                 log_sum = top + math.log(sum(math.exp(s - top) for s in scores))
                 losses.append(log_sum - scores[0])
                 per_step[k - 1].append(log_sum - scores[0])
-                correct[k - 1] += int(scores[0] >= max(scores[1:]))
+                correct[k - 1] += int(scores[0] > max(scores[1:]))  # a tie is not a success
     step_loss = [sum(v) / len(v) if v else float("nan") for v in per_step.values()]
     step_acc = [correct[k] / len(per_step[k]) if per_step[k] else float("nan") for k in range(steps)]
     return sum(losses) / len(losses), step_loss, step_acc
@@ -109,3 +109,16 @@ def test_batch_negatives_are_uniform_over_the_pool():
     allowed = counts[[0, 2, 3, 4, 5, 6, 7, 8, 9]]
     expected = 20000 / 9
     assert ((allowed - expected).abs() < 5 * math.sqrt(expected)).all()
+
+
+@pytest.mark.parametrize("path", SCORING_PATHS)
+def test_ties_and_nan_do_not_count_as_correct(path):
+    """A collapsed encoder (every latent equal) ties every candidate: accuracy 0, loss ln(1 + N)."""
+    predictions = torch.ones(2, 6, 2, 3)
+    latents = torch.zeros(2, 6, 3)
+    indices = sample_negatives(torch.tensor([6, 6]), 6, 2, 4, "batch")
+    result = info_nce_loss(predictions, latents, indices, mode="batch", path=path)
+    assert result.step_accuracy.tolist() == [0.0, 0.0]
+    assert result.loss.item() == pytest.approx(math.log(5))
+    broken = info_nce_loss(predictions * float("nan"), latents + 1, indices, mode="batch", path=path)
+    assert broken.step_accuracy.tolist() == [0.0, 0.0]
