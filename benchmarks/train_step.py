@@ -257,28 +257,6 @@ def benchmark_config(
 
 # ---- profile ---------------------------------------------------------------------------------------
 
-BUCKETS = (  # (bucket, substrings of op names), first match wins; op names are lower-cased
-    ("conv", ("conv",)),
-    ("recurrent", ("gru", "lstm", "rnn")),
-    ("sampled scores", ("sampled_addmm", "embedding_bag", "sort", "searchsorted")),
-    ("optimizer", ("adam", "_foreach", "optimizer")),
-    ("norm", ("norm",)),
-    ("matmul", ("mm", "matmul", "linear", "dot")),
-    ("gather/scatter", ("gather", "scatter", "index", "take")),
-    ("sampling", ("randint", "remainder", "random")),
-    ("copy/alloc", ("copy", "clone", "contiguous", "empty", "zero", "cat", "stack", "pad", "fill", "to")),
-)
-
-
-def bucket_of(op_name: str) -> str:
-    """Which broad kind of work an op (by its profiler name) belongs to."""
-    lowered = op_name.lower()
-    for bucket, keys in BUCKETS:
-        if any(key in lowered for key in keys):
-            return bucket
-    return "elementwise/other"
-
-
 def profile_config(name: str, config: CPCConfig, device: torch.device, args: argparse.Namespace) -> dict:
     """Profile ``args.steps`` steps with torch.profiler; print the per-op table; return the shares."""
     from torch.profiler import ProfilerActivity, profile
@@ -297,11 +275,13 @@ def profile_config(name: str, config: CPCConfig, device: torch.device, args: arg
             common.synchronize(device)
     averages = prof.key_averages()
     time_key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"== {name} ({args.part}, batch {train.batch_size}, {variant_name}): {args.steps} steps, ops by self time ==", file=sys.stderr)
+    title = f"{name} ({args.part}, batch {train.batch_size}, {variant_name})"
+    print(f"== {title}: {args.steps} steps, ops by self time ==", file=sys.stderr)
     print(averages.table(sort_by=time_key, row_limit=args.profile_rows), file=sys.stderr)
     buckets: dict[str, float] = {}
     for event in averages:
-        buckets[bucket_of(event.key)] = buckets.get(bucket_of(event.key), 0.0) + getattr(event, time_key)
+        bucket = common.bucket_of(event.key)
+        buckets[bucket] = buckets.get(bucket, 0.0) + getattr(event, time_key)
     total = sum(buckets.values()) or 1.0
     shares = {k: round(v / total, 4) for k, v in sorted(buckets.items(), key=lambda kv: -kv[1])}
     print(f"== {name}: share of self time by kind ==", file=sys.stderr)
@@ -415,11 +395,11 @@ def scaling_summary(results: list[dict[str, Any]]) -> dict[str, list[dict[str, A
     table: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         rows = table.setdefault(r["config"], [])
-        base = rows[0] if rows else None
+        first = rows[0]["seconds_per_sequence"] if rows else r["seconds_per_sequence"]
         row = {
             "batch_size": r["batch_size"],
             "seconds_per_sequence": r["seconds_per_sequence"],
-            "ratio_to_first": r["seconds_per_sequence"] / (base["seconds_per_sequence"] if base else r["seconds_per_sequence"]),
+            "ratio_to_first": r["seconds_per_sequence"] / first,
             "variants": {name: v["seconds_per_sequence"] for name, v in r["variants"].items()},
             "mfu": r["mfu"],
             "mfu_best_matmul": r["mfu_best_matmul"],
@@ -499,10 +479,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     table = scaling_summary(results)
     lines = [title, "seconds per sequence by batch size (ratio to the first size):"]
     for name, rows in table.items():
-        lines.append(
-            f"  {name}: "
-            + ", ".join(f"{row['batch_size']}: {1e3 * row['seconds_per_sequence']:.1f} ms ({row['ratio_to_first']:.2f}x)" for row in rows)
-        )
+        sizes = [
+            f"{row['batch_size']}: {1e3 * row['seconds_per_sequence']:.1f} ms ({row['ratio_to_first']:.2f}x)"
+            for row in rows
+        ]
+        lines.append(f"  {name}: " + ", ".join(sizes))
     common.print_result("train_step_scaling", {**payload, "configs": table}, "\n".join(lines))
 
 

@@ -8,25 +8,15 @@ from typing import Annotated, Optional
 import typer
 
 from cpcaudio.cli.common import user_errors
-from cpcaudio.cli.options import DeviceOption, OverwriteOption, QuietOption, SeedOption
+from cpcaudio.cli.options import OverwriteOption, QuietOption, feature_set_options
 from cpcaudio.cli.progress import ProgressPrinter
+from cpcaudio.evaluate.feature_sets import FeatureSetOptions
 
-# Options that 'cpcaudio units' shares.
-CheckpointOption = Annotated[
-    Optional[Path],
-    typer.Option("--checkpoint", help="Checkpoint from 'cpcaudio train'. Without it or --features: random weights."),
-]
-FeaturesOption = Annotated[
-    Optional[Path],
-    typer.Option("--features", help="Feature store from 'cpcaudio extract' of this dataset (instead of --checkpoint)."),
-]
-LayerOption = Annotated[
-    str, typer.Option("--layer", help="context (c), encoder (z) or all (both, one row group each).")
-]
-BaselinesOption = Annotated[
-    Optional[str],
-    typer.Option("--baselines", help="Comma-separated: mfcc, logmel, random, or none (default: all three)."),
-]
+# What 'cpcaudio units' shares: the model's options (cli.options.feature_set_options) and the ABX ones.
+model_options = feature_set_options(
+    layer_help="context (c), encoder (z) or all (both, one row group each).",
+    baselines_help="Comma-separated: mfcc, logmel, random, or none (default: all three).",
+)
 SpeakerModesOption = Annotated[
     Optional[str], typer.Option("--speaker-modes", help="Comma-separated: within, across (default: both).")
 ]
@@ -46,36 +36,35 @@ SlicingOption = Annotated[
         "one frame fewer per segment).",
     ),
 ]
+ItemsOption = Annotated[
+    Optional[Path],
+    typer.Option("--items", help="A libri-light / ZeroSpeech .item file (instead of the dataset's alignments)."),
+]
+SplitOption = Annotated[
+    Optional[str], typer.Option("--split", help="Only the items of this split (default: every utterance).")
+]
 
 
 def register(app: typer.Typer) -> None:
     app.command("abx")(abx)
 
 
+@model_options
 def abx(
     ctx: typer.Context,
     dataset: Path = typer.Argument(
         ..., help="Prepared dataset with phone alignments, or (with --items) a folder of audio or of .npy features."
     ),
     out: Path = typer.Option(..., "--out", help="Directory for results.json, results.md and abx.png."),
-    checkpoint: CheckpointOption = None,
-    features: FeaturesOption = None,
-    layer: LayerOption = "context",
-    baselines: BaselinesOption = None,
-    items: Optional[Path] = typer.Option(
-        None, "--items", help="A libri-light / ZeroSpeech .item file (instead of the dataset's alignments)."
-    ),
-    split: Optional[str] = typer.Option(
-        None, "--split", help="Only the items of this split (default: every utterance)."
-    ),
+    sources: Optional[FeatureSetOptions] = None,
+    items: ItemsOption = None,
+    split: SplitOption = None,
     speaker_modes: SpeakerModesOption = None,
     context_modes: ContextModesOption = None,
     max_size_group: int = typer.Option(10, "--max-size-group", help="Items kept per (context, speaker, phone) cell."),
     max_x_across: int = typer.Option(5, "--max-x-across", help="X speakers drawn per A cell (across speakers)."),
     slicing: SlicingOption = "center",
     frame_hop: float = typer.Option(0.01, "--frame-hop", help="Seconds per frame of .npy feature files."),
-    seed: SeedOption = None,
-    device: DeviceOption = None,
     quiet: QuietOption = False,
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -85,17 +74,14 @@ def abx(
     distance and DTW normalised by the path length; errors are averaged over contexts, then speakers, then
     phone pairs, as libri-light does. One row per features x speaker mode x context mode.
     """
-    from cpcaudio.evaluate.abx import run_abx
+    from cpcaudio.evaluate.abx import AbxSettings, run_abx
     from cpcaudio.evaluate.abx.report import markdown_table
 
     with user_errors(ctx):
+        settings = AbxSettings(speaker_modes, context_modes, max_size_group, max_x_across, slicing)
         with ProgressPrinter(quiet=quiet) as printer:
-            report = run_abx(
-                dataset, items_file=items, split=split, checkpoint=checkpoint, features=features, layer=layer,
-                baselines_requested=baselines, speaker_modes=speaker_modes, context_modes=context_modes,
-                max_size_group=max_size_group, max_x_across=max_x_across, slicing=slicing, frame_hop=frame_hop,
-                seed=0 if seed is None else seed, device=device, out=out, progress=printer, overwrite=overwrite,
-            )
+            report = run_abx(dataset, sources, settings, items_file=items, split=split, frame_hop=frame_hop, out=out,
+                             progress=printer, overwrite=overwrite)
         if not quiet:
             typer.echo(markdown_table(report))
             typer.echo(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'abx.png'}")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import typer
 
-from cpcaudio.errors import CPCAudioError, DataError, ResourceError
+from cpcaudio.errors import CPCAudioError, DataError, ResourceError, TrainingInterrupted
 
 _DEBUG_KEY = "debug"
 
@@ -27,17 +27,27 @@ def debug_enabled(ctx: typer.Context | None) -> bool:
     return False
 
 
+INTERRUPTED = "completed work is kept; rerun the same command to resume."
+
+
 @contextlib.contextmanager
-def user_errors(ctx: typer.Context | None = None) -> Iterator[None]:
+def user_errors(ctx: typer.Context | None = None, interrupted: str = INTERRUPTED) -> Iterator[None]:
     """Turn library errors into a one-line message and a non-zero exit code.
 
-    Usage errors exit with 2, data errors with 3, resource errors with 4 (see ``cpcaudio.errors``).
-    Errors of the environment that escape the library are translated too: an ``OSError`` (a path that
-    cannot be read or written: 3; a full disk: 4) and running out of memory (4). A ``KeyboardInterrupt``
-    exits with 130 after saying that work can be resumed.
+    Usage errors exit with 2, data errors with 3, resource errors with 4, a diverged training with 5 (see
+    ``cpcaudio.errors``). Errors of the environment that escape the library are translated too: an
+    ``OSError`` (a path that cannot be read or written: 3; a full disk: 4) and running out of memory (4).
+    A training stopped by a signal (:class:`TrainingInterrupted`) prints ``interrupted: <its message>``
+    and exits with 130 (SIGINT) or 143 (SIGTERM); a bare ``KeyboardInterrupt`` prints
+    ``interrupted: <interrupted>`` (the command says what is kept and how to go on) and exits with 130.
     """
     try:
         yield
+    except TrainingInterrupted as error:
+        if debug_enabled(ctx):
+            raise
+        typer.echo(f"interrupted: {one_line(error)}", err=True)
+        raise typer.Exit(code=error.exit_code) from None
     except CPCAudioError as error:
         if debug_enabled(ctx):
             raise
@@ -58,7 +68,7 @@ def user_errors(ctx: typer.Context | None = None) -> Iterator[None]:
     except KeyboardInterrupt:
         if debug_enabled(ctx):
             raise
-        typer.echo("interrupted: completed work is kept; rerun the same command to resume.", err=True)
+        typer.echo(f"interrupted: {interrupted}", err=True)
         raise typer.Exit(code=130) from None
 
 

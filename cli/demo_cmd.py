@@ -1,4 +1,4 @@
-"""``cpcaudio demo``: the main job. Prepare -> train -> extract -> probe -> report, in one command.
+"""``cpcaudio demo``: the main job. Prepare -> train -> extract -> probe -> abx -> report, in one command.
 
 A thin translation of :func:`cpcaudio.demo.run_demo`: options in, stage lines and progress (drawn by
 :class:`cpcaudio.cli.progress.ProgressPrinter`) out, the results table and the report's path at the end.
@@ -49,8 +49,9 @@ def demo(
 
     Generates a multi-speaker, phone-aligned speech corpus, pretrains a CPC model sized for the time
     budget (a bigger one on a GPU), extracts its features and probes them for phones (per frame) and
-    speakers (per 1.28 s window), next to MFCC, log-mel and the same model with random weights. The
-    seed seeds the corpus, the model, the windows and the probes. With --quiet only the results table
+    speakers (per 1.28 s window), then scores their ABX error and the PNMI of their k-means units, next
+    to MFCC, log-mel and the same model with random weights. The seed seeds the corpus, the model, the
+    windows, the probes and the k-means. With --quiet only the results table
     and the report's path are printed.
 
     Interrupted? Run the same command again: finished stages are skipped and training resumes.

@@ -40,7 +40,9 @@ def extract(
     OUT gets features.npy (total_frames, dim) float32, utterances.json (ids, speakers, splits, frame offsets
     and lengths) and meta.json (checkpoint and its sha256, layer, config, frame rate).
 
-    An interrupted run continues where it stopped when the same command is run again.
+    An interrupted run continues where it stopped when the same command is run again. One extraction at a
+    time writes into OUT (a second one is refused, naming the first one's pid). Files longer than a minute
+    are read and extracted in blocks, in constant memory, with the same result.
     """
     from cpcaudio.extract import extract_to_store
 

@@ -52,6 +52,12 @@ def prepare(
     label_tolerance: int = typer.Option(
         2, "--label-tolerance", help="Allowed label/audio length mismatch, in label frames (10 ms for audio)."
     ),
+    clipping: str = typer.Option(
+        "clip",
+        "--clipping",
+        help="Samples beyond full scale (float WAVs above 0 dBFS): clip them, scale the file down by its peak, "
+        "or fail (refuse the file). Every such file is listed in report.json.",
+    ),
     quiet: QuietOption = False,
     **kind_values: Any,
 ) -> None:
@@ -76,9 +82,13 @@ def prepare(
                 progress=printer,
                 limit=limit,
                 label_tolerance=label_tolerance,
+                clipping=clipping,
                 command=_command_line(ctx),
                 **_given_kind_options(kind_values),
             )
+        warning = _clipping_warning(result)
+        if warning:
+            typer.echo(warning, err=True)  # also with --quiet: the stored audio differs from the source
         for line in _summary(result):
             echo(line, quiet)
 
@@ -94,10 +104,27 @@ def _summary(result: Any) -> list[str]:
         f"({seconds_of_audio / max(result.seconds, 1e-9):.0f}x real time)"
     ]
     lines += [f"  {name}: {len(values)} (listed in {report})" for name, values in result.unmatched.items() if values]
+    if result.clipped:
+        lines.append(f"  beyond full scale: {len(result.clipped)} file(s) (listed under 'clipped' in {report})")
     if result.skipped:
         lines.append(f"  skipped: {len(result.skipped)} file(s) (listed in {report})")
         lines += [f"    {entry['problem']}" for entry in result.skipped[:5]]
     return lines
+
+
+def _clipping_warning(result: Any) -> str:
+    """One stderr line when files had samples beyond full scale (empty when none had)."""
+    if not result.clipped:
+        return ""
+    worst = max(result.clipped, key=lambda entry: entry["fraction"])
+    clipped = worst["action"] == "clipped"
+    done = "clipped" if clipped else "scaled down to full scale (by their peak)"
+    other = "--clipping scale scales such files down instead" if clipped else "--clipping clip clips them instead"
+    return (
+        f"warning: {len(result.clipped)} file(s) had samples beyond full scale and were {done}; most: "
+        f"{worst['file']} ({100 * worst['fraction']:.3g}% of its samples, peak {worst['peak']:.3g}); listed "
+        f"under 'clipped' in {result.path / 'report.json'} ({other}, --clipping fail refuses them)"
+    )
 
 
 # ---- kind options: from the readers' declarations to typer parameters ------------------------------------

@@ -2,14 +2,20 @@
 
 Multi-process: ``torchrun --nproc_per_node N -m cpcaudio.cli.main train DATASET OUT ...``; only rank 0
 prints.
+
+SIGINT (Ctrl-C) and SIGTERM stop the run after the current step, with ``last.pt`` saved at that step and
+the command that continues it printed (exit 130 / 143; see :mod:`cpcaudio.train.guards`). Signals that
+arrive while the command is still starting are held until the run can act on them.
 """
 
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -32,33 +38,61 @@ def train(
     ),
     assignments: SetOption = None,
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (sets train.max_steps)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last.pt."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in OUT from its last.pt (starts one, and says so, if OUT has none)."
+    ),
     device: DeviceOption = None,
     seed: SeedOption = None,
     quiet: QuietOption = False,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Pretrain a CPC model on a prepared dataset, writing checkpoints (last.pt, best.pt) and logs to OUT."""
-    from cpcaudio.train import assemble_run_config, forward_progress, summary_text
-    from cpcaudio.train import train as train_model
+    early: list[int] = []
+    previous = _hold_signals(early)  # torch takes seconds to import: keep a Ctrl-C / SIGTERM meanwhile
+    try:
+        from cpcaudio.train import assemble_run_config, forward_progress, summary_text
+        from cpcaudio.train import train as train_model
+        from cpcaudio.train.guards import continue_hint, stop_request
 
-    # glibc: reuse freed memory instead of page-faulting it back in every step (docs/performance.md).
-    # Only for training, whose allocations repeat exactly; extraction and probes see varied sizes.
-    keep_freed_memory()
-    with user_errors(ctx):
-        run = assemble_run_config(out, config_file, assignments or [], steps, seed, resume)
-        with ProgressPrinter(quiet=quiet) as printer:
-            summary = train_model(
-                dataset,
-                out,
-                run.config,
-                resume=resume,
-                device=device,
-                progress=forward_progress(printer),
-                overwrite=overwrite,
-                command=shlex.join(["cpcaudio", *sys.argv[1:]]),
-                explicit_keys=run.explicit_keys,
-                resume_record=run.resume_record,
-            )
+        command = shlex.join(["cpcaudio", *sys.argv[1:]])
+        at_once = (
+            f"stopped at once on a second signal, without saving the current step ({out / 'last.pt'}, if it "
+            f"exists, holds the last step saved); {continue_hint(command)}"
+        )
+        # glibc: reuse freed memory instead of page-faulting it back in every step (docs/performance.md).
+        # Only for training, whose allocations repeat exactly; extraction and probes see varied sizes.
+        keep_freed_memory()
+        with user_errors(ctx, interrupted=at_once), stop_request() as stop:
+            for number in early:
+                stop.request(number)
+            run = assemble_run_config(out, config_file, assignments or [], steps, seed, resume)
+            with ProgressPrinter(quiet=quiet) as printer:
+                summary = train_model(
+                    dataset,
+                    out,
+                    run.config,
+                    resume=resume,
+                    device=device,
+                    progress=forward_progress(printer),
+                    overwrite=overwrite,
+                    command=command,
+                    explicit_keys=run.explicit_keys,
+                    resume_record=run.resume_record,
+                )
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if summary.is_main:
         echo(summary_text(summary), quiet)
+
+
+def _hold_signals(received: list[int]) -> dict[int, Any]:
+    """Until restored, SIGINT and SIGTERM are appended to ``received`` (main thread only); returns the
+    previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.signal(number, lambda signum, frame: received.append(signum))
+        previous[number] = handler if handler is not None else signal.SIG_DFL
+    return previous

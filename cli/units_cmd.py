@@ -7,24 +7,18 @@ from typing import Optional
 
 import typer
 
-from cpcaudio.cli.abx_cmd import (
-    BaselinesOption,
-    CheckpointOption,
-    ContextModesOption,
-    FeaturesOption,
-    LayerOption,
-    SlicingOption,
-    SpeakerModesOption,
-)
+from cpcaudio.cli.abx_cmd import ContextModesOption, SlicingOption, SpeakerModesOption, model_options
 from cpcaudio.cli.common import user_errors
-from cpcaudio.cli.options import DeviceOption, OverwriteOption, QuietOption, SeedOption
+from cpcaudio.cli.options import OverwriteOption, QuietOption
 from cpcaudio.cli.progress import ProgressPrinter
+from cpcaudio.evaluate.feature_sets import FeatureSetOptions
 
 
 def register(app: typer.Typer) -> None:
     app.command("units")(units)
 
 
+@model_options
 def units(
     ctx: typer.Context,
     dataset: Path = typer.Argument(..., help="Prepared dataset (k-means is fitted on its train split)."),
@@ -32,10 +26,7 @@ def units(
         ..., "--out", help="Directory for the report and, per feature set, the k-means and units."
     ),
     clusters: int = typer.Option(50, "--clusters", help="Number of k-means units K."),
-    checkpoint: CheckpointOption = None,
-    features: FeaturesOption = None,
-    layer: LayerOption = "context",
-    baselines: BaselinesOption = None,
+    sources: Optional[FeatureSetOptions] = None,
     max_fit_frames: Optional[int] = typer.Option(
         None, "--max-fit-frames", help="Fit on at most this many train frames (seeded draw; default all)."
     ),
@@ -43,8 +34,6 @@ def units(
     speaker_modes: SpeakerModesOption = None,
     context_modes: ContextModesOption = None,
     slicing: SlicingOption = "center",
-    seed: SeedOption = None,
-    device: DeviceOption = None,
     quiet: QuietOption = False,
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -56,16 +45,14 @@ def units(
     Where DATASET has phone labels: PNMI, phone purity, cluster purity and segment lengths (as fairseq's
     HuBERT measures them) per split, and the ABX error of the one-hot units.
     """
+    from cpcaudio.evaluate.abx import AbxSettings
     from cpcaudio.evaluate.units_runner import run_units, units_table
 
     with user_errors(ctx):
+        settings = AbxSettings(speaker_modes, context_modes, slicing=slicing) if abx else None
         with ProgressPrinter(quiet=quiet) as printer:
-            report = run_units(
-                dataset, clusters=clusters, checkpoint=checkpoint, features=features, layer=layer,
-                baselines_requested=baselines, max_fit_frames=max_fit_frames, abx=abx, speaker_modes=speaker_modes,
-                context_modes=context_modes, slicing=slicing, seed=0 if seed is None else seed, device=device,
-                out=out, progress=printer, overwrite=overwrite,
-            )
+            report = run_units(dataset, sources, clusters=clusters, max_fit_frames=max_fit_frames, abx=settings,
+                               out=out, progress=printer, overwrite=overwrite)
         if not quiet:
             typer.echo(units_table(report))
             written = f"{out / 'results.json'}, {out / 'results.md'}, {out / 'pnmi.png'}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import typing
 from collections.abc import Iterable, Mapping
@@ -154,13 +155,14 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model and loss
     max_epochs: float = 0.0  # > 0: train this many passes over the training audio instead of max_steps
     checkpoint_every: int = 0  # steps between last.pt writes; 0: at every validation
+    checkpoint_minutes: float = 10.0  # also write last.pt when this many minutes passed since the last; 0: off
     train_split: str = "train"  # dataset split trained on
     validation_split: str = "auto"  # held-out split; auto: "valid" if the dataset has one, else "test"
     sync_batch_norm: bool = False  # under DDP: SyncBatchNorm (all ranks' statistics) instead of per-rank
 
     def validate(self) -> None:
         _positive(self, "max_steps", "validate_every", "validation_batches", "log_every")
-        _non_negative(self, "max_epochs", "checkpoint_every")
+        _non_negative(self, "max_epochs", "checkpoint_every", "checkpoint_minutes")
 
 
 @dataclass
@@ -283,6 +285,7 @@ def _without_retired_keys(data: Mapping[str, Any]) -> Mapping[str, Any]:
 def _positive(section: Any, *names: str) -> None:
     for name in names:
         value = getattr(section, name)
+        _finite(section, name, value, "> 0")
         if value <= 0:
             raise ConfigError(f"{_section_name(section)}.{name} must be > 0, got {value}")
 
@@ -290,8 +293,19 @@ def _positive(section: Any, *names: str) -> None:
 def _non_negative(section: Any, *names: str) -> None:
     for name in names:
         value = getattr(section, name)
+        _finite(section, name, value, ">= 0")
         if value < 0:
             raise ConfigError(f"{_section_name(section)}.{name} must be >= 0, got {value}")
+
+
+def _finite(section: Any, name: str, value: Any, bound: str) -> None:
+    """Refuse NaN and infinity (which pass or fail ``<`` comparisons silently) naming the key and the default."""
+    if isinstance(value, float) and not math.isfinite(value):
+        default = getattr(type(section)(), name)
+        raise ConfigError(
+            f"{_section_name(section)}.{name} must be a finite number {bound}, got {value}; "
+            f"e.g. {_section_name(section)}.{name}={default} (the default)"
+        )
 
 
 _SECTION_NAMES = {

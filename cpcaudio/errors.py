@@ -42,3 +42,32 @@ class ResourceError(CPCAudioError):
     """The requested work cannot fit in the available memory or disk."""
 
     exit_code = 4
+
+
+class DivergenceError(CPCAudioError):
+    """Training diverged: the loss, the gradients or the weights became NaN or infinite.
+
+    Training stops at once; the run's last checkpoint written before (if any) is finite and kept, and
+    nothing non-finite is ever saved.
+    """
+
+    exit_code = 5
+
+
+class TrainingInterrupted(CPCAudioError):
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM after saving ``last.pt`` at the interrupted step.
+
+    The CLI prints the message after ``interrupted:`` (not ``error:``) and exits with ``128 + signal``:
+    130 for SIGINT, 143 for SIGTERM, as a shell reports a process ended by that signal.
+
+    Attributes:
+        exit_code: ``128 + signum``.
+        signum: the signal received.
+    """
+
+    exit_code = 130
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -28,12 +28,12 @@ _STREAMED_SIZES = (0, 0xFFFFFFFF)
 
 def audio_info(path: Path) -> tuple[int, int, int]:
     """``(sample_rate, num_channels, num_samples)`` of an audio file, from its header only."""
-    _check_not_empty(path)
+    check_not_empty(path)
     try:
         info = soundfile.info(os.fsencode(path))
     except Exception as error:  # libsndfile errors come in several types
         raise DataError(
-            f"{display_path(path)}: cannot read audio ({_describe(error)}); replace or remove the file"
+            f"{display_path(path)}: cannot read audio ({describe_error(error)}); replace or remove the file"
         ) from None
     check_not_truncated(path, info.extra_info)
     return int(info.samplerate), int(info.channels), int(info.frames)
@@ -48,7 +48,7 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     Raises:
         DataError: unreadable or corrupt file, no samples, NaN or infinite samples.
     """
-    _check_not_empty(path)
+    check_not_empty(path)
     try:
         with soundfile.SoundFile(os.fsencode(path)) as file:
             check_not_truncated(path, file.extra_info)
@@ -58,7 +58,7 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         raise
     except Exception as error:
         raise DataError(
-            f"{display_path(path)}: cannot read audio ({_describe(error)}); replace or remove the file"
+            f"{display_path(path)}: cannot read audio ({describe_error(error)}); replace or remove the file"
         ) from None
     if samples.shape[0] == 0:
         raise DataError(f"{display_path(path)}: audio file has no samples; remove it")
@@ -135,7 +135,7 @@ def is_utf8_name(path: Union[Path, str]) -> bool:
     return True
 
 
-def _check_not_empty(path: Path) -> None:
+def check_not_empty(path: Path) -> None:
     try:
         size = Path(path).stat().st_size
     except OSError as error:
@@ -144,7 +144,7 @@ def _check_not_empty(path: Path) -> None:
         raise DataError(f"{display_path(path)}: empty file (0 bytes); replace it with a complete copy or remove it")
 
 
-def _describe(error: Exception) -> str:
+def describe_error(error: Exception) -> str:
     libsndfile_message = getattr(error, "error_string", None)  # soundfile.LibsndfileError: without the file name
     if isinstance(libsndfile_message, str) and libsndfile_message.strip():
         return libsndfile_message.strip()

@@ -4,12 +4,13 @@ Samples are never loaded as a whole. Windows are read with ``os.pread`` straight
 (the page cache does the caching), so a process that draws windows from a 10-hour corpus holds no more
 memory than one drawing from a 1-hour corpus; only the utterance index (a few numbers per utterance)
 lives in RAM. :meth:`PreparedDataset.memmap` gives a read-only ``np.memmap`` of the whole array for
-code that prefers one.
+code that prefers one. Opening checks ``meta.json`` and the index against each other and against the
+array files (:mod:`cpcaudio.data.dataset_checks`), so an edited or damaged dataset is refused with one
+line instead of reading another utterance's samples.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -19,10 +20,11 @@ import numpy as np
 
 from cpcaudio.data.alignment import NO_LABEL
 from cpcaudio.data.audio import INT16_SCALE
-from cpcaudio.data.format import FORMAT_VERSION, INDEX_COLUMNS, META_FILE
+from cpcaudio.data.dataset_checks import AGAIN, DTYPES, check_index, check_meta, read_index
+from cpcaudio.data.format import FORMAT_VERSION, META_FILE
 from cpcaudio.errors import DataError
 
-_DTYPES = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}
+_DTYPES = DTYPES
 
 
 class PreparedDataset:
@@ -43,7 +45,7 @@ class PreparedDataset:
         utterance_label_names: names of the utterance-level labels.
     """
 
-    def __init__(self, path: Path, meta: dict, index: dict[str, list[str]]) -> None:
+    def __init__(self, path: Path, meta: dict, index: dict[str, Any]) -> None:
         self.path = Path(path)
         self.meta = meta
         self.sample_rate = int(meta["sample_rate"])
@@ -95,25 +97,26 @@ class PreparedDataset:
                 "not finish; run `cpcaudio prepare` again"
             )
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
         except (OSError, ValueError) as error:
-            raise DataError(f"{meta_path}: unreadable ({error})") from None
-        version = meta.get("format_version")
-        if version != FORMAT_VERSION:
+            raise DataError(f"{meta_path}: unreadable ({error}); {AGAIN}") from None
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        if isinstance(meta, dict) and version != FORMAT_VERSION:
             raise DataError(
                 f"{meta_path}: format_version {version!r} is not supported (this cpcaudio reads "
                 f"{FORMAT_VERSION}); prepare the dataset again with this version"
             )
-        for key in ("sample_rate", "num_channels", "label_hop", "signal", "index"):
-            if key not in meta:
-                raise DataError(f"{meta_path}: missing key {key!r}; prepare the dataset again")
-        return cls(path, meta, _read_index(path / meta["index"]))
+        check_meta(meta, meta_path)
+        index_path = path / meta["index"]
+        index = read_index(index_path, list(meta.get("utterance_labels", [])))
+        check_index(index, meta, index_path, has_labels=meta.get("frame_labels") is not None)
+        return cls(path, meta, index)
 
     def _check_sizes(self) -> None:
         expected = int(self.lengths.sum()) * self.num_channels * self.signal_dtype.itemsize
         declared = self.meta["signal"]["shape"]
         if declared[0] != int(self.lengths.sum()) or declared[1] != self.num_channels:
-            raise DataError(f"{self.path}: index and {META_FILE} disagree on the signal shape; prepare again")
+            raise DataError(f"{self.path}: index and {META_FILE} disagree on the signal shape; {AGAIN}")
         _check_file_size(self._signal_file, expected)
         if self._labels_file is not None:
             _check_file_size(self._labels_file, int(self.label_counts.sum()) * 2)
@@ -256,26 +259,6 @@ class PreparedDataset:
     def source_info(self) -> dict[str, Any]:
         """Where the dataset came from (``meta["source"]``)."""
         return dict(self.meta.get("source", {}))
-
-
-def _read_index(path: Path) -> dict[str, list]:
-    try:
-        handle = open(path, encoding="utf-8", newline="")
-    except OSError as error:
-        raise DataError(f"{path}: cannot read the utterance index ({error}); prepare the dataset again") from None
-    with handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header = next(reader, None)
-        if header is None or tuple(header[: len(INDEX_COLUMNS)]) != INDEX_COLUMNS:
-            raise DataError(f"{path}: not an utterance index (header {header}); prepare the dataset again")
-        columns: dict[str, list] = {name: [] for name in header}
-        integer = {"offset", "length", "label_offset", "label_frames"}
-        for line_number, row in enumerate(reader, start=2):
-            if len(row) != len(header):
-                raise DataError(f"{path}:{line_number}: expected {len(header)} columns, got {len(row)}")
-            for name, value in zip(header, row):
-                columns[name].append(int(value) if name in integer else value)
-    return columns
 
 
 def _check_file_size(path: Path, expected: int) -> None:

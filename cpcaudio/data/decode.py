@@ -12,15 +12,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
 from cpcaudio.config import EncoderConfig
 from cpcaudio.data.alignment import NO_LABEL, num_label_frames, segment_index_per_frame
-from cpcaudio.data.audio import convert_signal, display_path, read_audio, to_int16
+from cpcaudio.data.audio import display_path
 from cpcaudio.data.labels import read_segment_file, read_textgrid
 from cpcaudio.data.sources.base import SourcePlan, UtteranceItem
+from cpcaudio.data.stream import Clipping, SignalSink, Spooled, convert_audio, full_scale_gain
 from cpcaudio.errors import DataError
 from cpcaudio.geometry import frame_geometry
 
@@ -49,6 +51,8 @@ class DecodeSettings:
     fixed_symbols: Optional[frozenset] = None  # fixed phone set (unknown symbols are errors)
     num_fixed_ids: int = 0  # ready-made frame labels must be < this
     min_samples: int = 0  # shorter signals (after resampling) are refused
+    clipping: str = "clip"  # samples beyond full scale: clip, scale or fail (see cpcaudio.data.stream)
+    spool_dir: Optional[str] = None  # long outputs are written here instead of held in memory
 
 
 @dataclass
@@ -56,9 +60,10 @@ class Decoded:
     """One utterance ready to append: its signal and, with frame labels, their codes."""
 
     position: int
-    signal: np.ndarray  # (time, channels) int16 or float32
+    signal: Union[np.ndarray, Spooled]  # (time, channels) int16 or float32, or a spool file of int16
     label_codes: Optional[np.ndarray] = None  # int (label frames,): ids, or codes into label_symbols
     label_symbols: Optional[list[str]] = None  # None: label_codes are already vocabulary ids
+    clipping: Optional[Clipping] = None  # samples beyond full scale (None: none)
 
 
 @dataclass
@@ -77,6 +82,8 @@ def decode_settings(
     sample_rate: Optional[int],
     mono: bool,
     label_tolerance: int,
+    clipping: str = "clip",
+    spool_dir: Optional[str] = None,
 ) -> DecodeSettings:
     """The settings of a dataset whose first readable item has ``rate`` and ``channels``.
 
@@ -86,6 +93,8 @@ def decode_settings(
         sample_rate: ``prepare``'s ``sample_rate`` (resample to it; for time series only declared).
         mono: mix down to one channel.
         label_tolerance: allowed label/audio length mismatch, in label frames.
+        clipping: what happens to samples beyond full scale (``clip``, ``scale``, ``fail``).
+        spool_dir: folder for the samples of long files (see :mod:`cpcaudio.data.stream`).
     """
     if plan.signal_kind == "timeseries":
         dataset_rate, target_rate, label_hop = int(sample_rate or plan.sample_rate or 1), None, 1
@@ -109,11 +118,16 @@ def decode_settings(
         fixed_symbols=frozenset(fixed) if fixed is not None and plan.symbol_map is None else None,
         num_fixed_ids=len(fixed) if fixed is not None else 0,
         min_samples=MIN_AUDIO_SAMPLES if plan.signal_kind == "audio" else 1,
+        clipping=clipping,
+        spool_dir=spool_dir,
     )
 
 
 def decode_utterance(numbered: tuple[int, UtteranceItem], settings: DecodeSettings) -> Union[Decoded, Failed]:
     """Read, check and convert one utterance; failures come back as values (never raised).
+
+    Audio is converted block by block (:func:`cpcaudio.data.stream.convert_audio`): a long file's
+    samples come back as a :class:`~cpcaudio.data.stream.Spooled` file, not an array.
 
     Args:
         numbered: ``(position in the listing, item)``.
@@ -124,33 +138,52 @@ def decode_utterance(numbered: tuple[int, UtteranceItem], settings: DecodeSettin
         frame label codes ``(label frames,)``, or :class:`Failed`.
     """
     position, item = numbered
+    sink: Optional[SignalSink] = None
     try:
         if item.array is not None:
             return Decoded(position, _series_signal(item, settings))
-        samples, rate = read_audio(item.audio_path)
-        if settings.target_rate is None and rate != settings.dataset_rate:
+        sink, rate, clipping = _convert(item, settings, position)
+        length = sink.length
+        if length < settings.min_samples:
             raise DataError(
-                f"{item.audio_path}: sample rate {rate} Hz differs from the dataset's {settings.dataset_rate} Hz "
-                f"(the first file's); pass --sample-rate {settings.dataset_rate} to resample every file"
-            )
-        if not settings.mono and samples.shape[1] != settings.num_channels:
-            raise DataError(
-                f"{item.audio_path}: {samples.shape[1]} channels, the dataset has {settings.num_channels}; "
-                "pass --mono to mix every file down to one channel"
-            )
-        signal = to_int16(convert_signal(samples, rate, settings.target_rate, settings.mono, item.audio_path))
-        if signal.shape[0] < settings.min_samples:
-            raise DataError(
-                f"{display_path(item.audio_path)}: only {signal.shape[0]} samples "
-                f"({1000 * signal.shape[0] / settings.dataset_rate:.1f} ms), shorter than the "
+                f"{display_path(item.audio_path)}: only {length} samples "
+                f"({1000 * length / settings.dataset_rate:.1f} ms), shorter than the "
                 f"{settings.min_samples}-sample receptive field of the default encoder; remove the file"
             )
-        if not settings.has_frame_labels:
-            return Decoded(position, signal)
-        codes, symbols = _utterance_frame_labels(item, signal.shape[0], rate, settings)
-        return Decoded(position, signal, codes, symbols)
+        codes, symbols = None, None
+        if settings.has_frame_labels:
+            codes, symbols = _utterance_frame_labels(item, length, rate, settings)
+        return Decoded(position, sink.result(), codes, symbols, clipping if clipping.samples else None)
     except DataError as error:
+        if sink is not None:
+            sink.discard()
         return Failed(position, item.origin, str(error))
+
+
+def _convert(item: UtteranceItem, settings: DecodeSettings, position: int) -> tuple[SignalSink, int, Clipping]:
+    """Convert an audio item into a sink, applying the ``clipping`` rule to samples beyond full scale."""
+    spool = Path(settings.spool_dir) / f"{position}.pcm" if settings.spool_dir else None
+    options = dict(
+        target_rate=settings.target_rate, mono=settings.mono, expect_rate=settings.dataset_rate,
+        expect_channels=settings.num_channels,
+    )
+    sink = SignalSink(settings.num_channels, spool)
+    try:
+        rate, clipping = convert_audio(item.audio_path, sink=sink, **options)
+        if clipping.samples and settings.clipping == "fail":
+            raise DataError(
+                f"{display_path(item.audio_path)}: {clipping.describe()}, which int16 cannot hold; pass "
+                "--clipping clip to clip them or --clipping scale to scale such files down"
+            )
+        if clipping.samples and settings.clipping == "scale":
+            sink.discard()
+            gain = full_scale_gain(clipping.peak)
+            convert_audio(item.audio_path, sink=sink, gain=gain, **options)
+            clipping = Clipping(clipping.samples, clipping.total, clipping.peak, gain)
+    except BaseException:
+        sink.discard()
+        raise
+    return sink, rate, clipping
 
 
 def _series_signal(item: UtteranceItem, settings: DecodeSettings) -> np.ndarray:

@@ -13,7 +13,12 @@ A prepared dataset is a directory::
     utterances.tsv     the utterance index, one row per utterance: id, offset, length (in samples),
                        speaker, split, label_offset, label_frames, then one column per utterance-level
                        label (digit, class, ...).
-    report.json        what preparation skipped or could not match, and why (one entry per file).
+    report.json        what preparation skipped or could not match, and why (one entry per file), and
+                       the files with samples beyond full scale (``clipped``).
+
+While ``prepare`` runs it holds the writer's lock of the directory (``.lock``, :func:`dataset_lock`), so a
+second ``prepare`` into it is refused before it looks at or deletes anything; the lock file is removed
+when the preparation ends (a killed one leaves it behind, unlocked, and it counts as a dataset file).
 
 Every file is written under a temporary name and renamed when complete; ``meta.json`` comes last, so an
 interrupted or failed preparation never leaves something that opens as a dataset.
@@ -21,16 +26,25 @@ interrupted or failed preparation never leaves something that opens as a dataset
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
+from cpcaudio.data.stream import Spooled
 from cpcaudio.errors import DataError, UsageError
+from cpcaudio.locks import LOCK_FILE, OutputLockedError, output_lock
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on the platforms CI runs
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -41,6 +55,7 @@ REPORT_FILE = "report.json"
 PARTIAL_PREFIX = "."
 PARTIAL_SUFFIX = ".partial"
 SCRATCH_DIR = ".source.partial"  # generated source audio (synthetic kind), removed when done
+SPOOL_DIR = ".spool.partial"  # samples of long files on their way to signal.bin, removed when done
 INDEX_COLUMNS: tuple[str, ...] = ("id", "offset", "length", "speaker", "split", "label_offset", "label_frames")
 DATASET_FILES: tuple[str, ...] = (META_FILE, SIGNAL_FILE, LABELS_FILE, INDEX_FILE, REPORT_FILE)
 
@@ -51,7 +66,7 @@ def partial_name(name: str) -> str:
 
 
 def _known_entries() -> set[str]:
-    return set(DATASET_FILES) | {partial_name(n) for n in DATASET_FILES} | {SCRATCH_DIR}
+    return set(DATASET_FILES) | {partial_name(n) for n in DATASET_FILES} | {SCRATCH_DIR, SPOOL_DIR, LOCK_FILE}
 
 
 def is_unfinished_dataset(out: Path) -> bool:
@@ -70,7 +85,8 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
     (or the remains of an interrupted preparation, see :func:`is_unfinished_dataset`).
 
     Only files a dataset consists of are ever removed: a directory holding anything else is refused,
-    so ``--overwrite`` pointed at the wrong folder cannot delete unrelated data.
+    so ``--overwrite`` pointed at the wrong folder cannot delete unrelated data. The lock file is kept
+    (the caller holds it, see :func:`dataset_lock`).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -86,13 +102,60 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
                 "overwrite it (choose an empty or new output directory)"
             )
         # meta.json first: from here on the directory no longer looks like a complete dataset.
-        for name in [META_FILE] + [n for n in entries if n != META_FILE]:
+        for name in [META_FILE] + [n for n in entries if n not in (META_FILE, LOCK_FILE)]:
             path = out / name
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def dataset_lock(out: Path) -> Iterator[None]:
+    """Hold the writer's lock of the dataset directory ``out`` (created if missing) for a whole preparation.
+
+    :func:`cpcaudio.locks.output_lock` on ``out/.lock``; the lock file is removed when the block ends, so
+    a finished dataset holds only its own files. Because of that removal, a lock taken on a file that its
+    previous holder had just removed is noticed (the file at ``.lock`` is no longer the one locked) and the
+    lock is taken again on the new one.
+
+    Raises:
+        OutputLockedError: another ``prepare`` is writing into ``out`` (the message names its pid).
+    """
+    out = Path(out)
+    for _ in range(10):
+        with output_lock(out, "prepare") as path:
+            if not _holds(path):
+                continue  # the previous holder removed the file we locked: lock the new one
+            try:
+                yield
+            finally:
+                if _holds(path):
+                    path.unlink(missing_ok=True)
+            return
+    raise OutputLockedError(f"{out} is being written by another prepare; wait for it to finish, or choose another folder")
+
+
+def _holds(path: Path) -> bool:
+    """Whether the file now at ``path`` is the lock this process holds (its pid, and locked)."""
+    if fcntl is None:  # pragma: no cover
+        return True
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        if os.pread(handle, 32, 0).decode("ascii", "replace").strip() != str(os.getpid()):
+            return False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True  # locked, and it holds our pid: ours
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(handle)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -148,7 +211,7 @@ class DatasetWriter:
         utterance_id: str,
         speaker: str,
         split: str,
-        signal: np.ndarray,
+        signal: Union[np.ndarray, Spooled],
         frame_labels: Optional[np.ndarray] = None,
         utterance_labels: Optional[dict[str, str]] = None,
     ) -> None:
@@ -158,7 +221,8 @@ class DatasetWriter:
             utterance_id: unique id.
             speaker: speaker name.
             split: ``train``, ``valid`` or ``test``.
-            signal: ``(time, channels)`` in the dataset's dtype.
+            signal: ``(time, channels)`` in the dataset's dtype, or a spool file of int16 samples (copied
+                in chunks, then deleted).
             frame_labels: int ``(ceil(time / label_hop),)`` label ids, -1 = none (datasets with labels).
             utterance_labels: value of every utterance-level label column.
         """
@@ -167,13 +231,15 @@ class DatasetWriter:
                 raise DataError(f"utterance {utterance_id!r}: {name} {value!r} is empty or has tabs/newlines")
         if utterance_id in self._ids:
             raise DataError(f"utterance id {utterance_id!r} occurs twice; ids must be unique")
-        if signal.ndim != 2 or signal.shape[1] != self.num_channels:
-            raise DataError(
-                f"utterance {utterance_id!r} has shape {signal.shape}; expected (time, {self.num_channels})"
-            )
+        shape = (signal.length, signal.num_channels) if isinstance(signal, Spooled) else signal.shape
+        if len(shape) != 2 or shape[1] != self.num_channels:
+            raise DataError(f"utterance {utterance_id!r} has shape {shape}; expected (time, {self.num_channels})")
         self._ids.add(utterance_id)
-        length = int(signal.shape[0])
-        self._signal.write(np.ascontiguousarray(signal, dtype=self.signal_dtype).tobytes())
+        length = int(shape[0])
+        if isinstance(signal, Spooled):
+            self._append_spooled(utterance_id, signal)
+        else:
+            self._signal.write(np.ascontiguousarray(signal, dtype=self.signal_dtype).tobytes())
         label_offset, label_frames = self.total_label_frames, 0
         if self._labels is not None:
             labels = np.asarray(frame_labels, dtype="<i2")
@@ -185,6 +251,14 @@ class DatasetWriter:
         self._index.writerow(row + [values.get(name, "") for name in self.utterance_label_names])
         self.total_samples += length
         self.num_utterances += 1
+
+    def _append_spooled(self, utterance_id: str, signal: Spooled) -> None:
+        expected = signal.length * signal.num_channels * 2
+        if self.signal_dtype.itemsize != 2 or os.path.getsize(signal.path) != expected:
+            raise DataError(f"utterance {utterance_id!r}: its spooled samples are incomplete; prepare again")
+        with open(signal.path, "rb") as source:
+            shutil.copyfileobj(source, self._signal, 1 << 20)
+        os.unlink(signal.path)
 
     def remap_frame_labels(self, table: np.ndarray) -> None:
         """Replace every stored label id ``i`` by ``table[i + 1]`` (``-1`` maps through ``table[0]``)."""

@@ -1,10 +1,12 @@
 """Readers for label files: phone segments (``.phn``/``.lab``/TextGrid), CPC frame labels, id lists.
 
-Every reader raises :class:`cpcaudio.errors.DataError` with the file (and line) and the problem.
+Every reader raises :class:`cpcaudio.errors.DataError` with the file (and line) and the problem. Text is
+read as UTF-8 with or without a byte-order mark (``utf-8-sig``: Excel and Windows editors write one).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -46,7 +48,7 @@ def read_segment_file(
         raise DataError(f"{path}: label times in samples need the audio's sample rate")
     scale = {"samples": 1.0 / sample_rate if sample_rate else 0.0, "seconds": 1.0, "htk": 1e-7}[units]
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="strict")
+        text = Path(path).read_text(encoding="utf-8-sig", errors="strict")  # a BOM is not a character
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read label file ({error})") from None
     segments = []
@@ -62,6 +64,13 @@ def read_segment_file(
             raise DataError(
                 f"{path}:{line_number}: start and end must be numbers, got {line.strip()!r}"
             ) from None
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise DataError(f"{path}:{line_number}: start and end must be finite numbers, got {line.strip()!r}")
+        if start < 0:
+            raise DataError(
+                f"{path}:{line_number}: segment starts at {fields[0]}, before the audio begins; label times "
+                "must be >= 0, correct the line"
+            )
         segments.append(Segment(start, end, fields[2]))
     _check_segments(path, segments)
     return segments
@@ -109,6 +118,11 @@ def _check_segments(path: Path, segments: list[Segment]) -> None:
         raise DataError(f"{path}: label file has no segments")
     previous_end = -np.inf
     for number, segment in enumerate(segments, start=1):
+        if segment.start < 0:
+            raise DataError(
+                f"{path}: segment {number} ({segment.symbol!r}) starts at {segment.start:.4f} s, before the "
+                "audio begins; label times must be >= 0"
+            )
         if not segment.end > segment.start:
             raise DataError(
                 f"{path}: segment {number} ({segment.symbol!r}) ends at {segment.end:.4f} s, not after its "
@@ -133,7 +147,7 @@ def read_frame_label_file(path: Path) -> dict[str, np.ndarray]:
     """
     labels: dict[str, np.ndarray] = {}
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, encoding="utf-8-sig")
     except OSError as error:
         raise DataError(f"{path}: cannot read label file ({error})") from None
     line_number = 0
@@ -167,7 +181,7 @@ def read_frame_label_file(path: Path) -> dict[str, np.ndarray]:
 def read_id_list(path: Path) -> list[str]:
     """Read a split list: one utterance id per line (blank lines ignored)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read split list ({error})") from None
     return [line.split()[0] for line in text.splitlines() if line.strip()]

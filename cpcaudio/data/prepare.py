@@ -13,10 +13,16 @@ occurs twice, a sample rate other than the dataset's when no resampling was aske
 channel count other than the dataset's when channels are kept, labels that end more than
 ``label_tolerance`` label frames (default 2, i.e. 20 ms for audio) before or after the audio, frame
 label files whose count differs from ``floor(samples / label_hop)`` by more than that, and phone
-symbols outside a fixed phone set. ``on_error="fail"`` (default) stops at the first problem and removes
-everything written so far; ``on_error="skip"`` leaves the file out and lists it in ``report.json``.
-Before anything is written, the output folder must be creatable and writable and the dataset's size
-(from the audio headers) must fit on its disk (:mod:`cpcaudio.resources`).
+symbols outside a fixed phone set, and broken symbolic links in the source (symlinked folders are
+followed). ``on_error="fail"`` (default) stops at the first problem and removes everything written so
+far; ``on_error="skip"`` leaves the file out and lists it in ``report.json``. Samples beyond full scale
+are clipped and listed in ``report.json`` (``clipping="clip"``), scaled down (``"scale"``) or refused
+(``"fail"``), see :mod:`cpcaudio.data.stream`.
+The whole preparation holds the output folder's writer lock (:func:`~cpcaudio.data.format.dataset_lock`),
+taken before anything in it is looked at: a second ``prepare`` into the same folder is refused. Before
+anything is written, the output folder must be creatable and writable and the dataset's size (from the
+audio headers) must fit on its disk (:mod:`cpcaudio.resources`). Long files are converted in blocks, so
+memory does not grow with file length.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from cpcaudio.data.audio import audio_info, display_path, is_utf8_name
+from cpcaudio.data.audio import audio_info, display_path
 from cpcaudio.data.decode import (
     LABEL_FRAME_SECONDS,
     MIN_AUDIO_SAMPLES,
@@ -44,15 +50,25 @@ from cpcaudio.data.decode import (
     ordered_map,
 )
 from cpcaudio.data.dataset_meta import dataset_meta
-from cpcaudio.data.format import SCRATCH_DIR, DatasetWriter, is_unfinished_dataset, prepare_output_dir
+from cpcaudio.data.format import (
+    SCRATCH_DIR,
+    SPOOL_DIR,
+    DatasetWriter,
+    dataset_lock,
+    is_unfinished_dataset,
+    prepare_output_dir,
+)
+from cpcaudio.data.prepare_checks import check_disk, check_names, handle_failure
 from cpcaudio.data.sources import SOURCE_KINDS, SourceKind, SourcePlan, UtteranceItem, source_kind
+from cpcaudio.data.stream import CLIPPING_CHOICES
 from cpcaudio.data.vocabulary import LabelVocabulary
 from cpcaudio.errors import DataError, UsageError
-from cpcaudio.geometry import ceil_div
+from cpcaudio.locks import LOCK_FILE
 from cpcaudio.progress import Progress, ProgressCallback, report
-from cpcaudio.resources import check_disk_space, check_output_dir, checks_skipped, disk_full_error, is_disk_full
+from cpcaudio.resources import check_output_dir, disk_full_error, is_disk_full
 
 __all__ = [
+    "CLIPPING_CHOICES",
     "DEFAULT_LABEL_TOLERANCE",
     "KINDS",
     "LABEL_FRAME_SECONDS",
@@ -78,6 +94,8 @@ class PrepareResult:
         skipped: ``{"file", "problem"}`` for every file left out (``on_error="skip"``).
         unmatched: named lists from the reader (``labels_without_audio``, ``audio_without_labels``, ...).
         seconds: wall-clock time the preparation took.
+        clipped: one entry per file with samples beyond full scale (``file``, ``fraction``, ``peak``,
+            ``action``: clipped or scaled), as in ``report.json``.
     """
 
     path: Path
@@ -85,6 +103,7 @@ class PrepareResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     unmatched: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
+    clipped: list[dict] = field(default_factory=list)
 
     @property
     def hours(self) -> float:
@@ -104,6 +123,7 @@ def prepare(
     progress: Optional[ProgressCallback] = None,
     limit: Optional[int] = None,
     label_tolerance: int = DEFAULT_LABEL_TOLERANCE,
+    clipping: str = "clip",
     command: Optional[str] = None,
     **kind_options: Any,
 ) -> PrepareResult:
@@ -126,6 +146,9 @@ def prepare(
             ``utt``) before the first utterance and after each one.
         limit: prepare only the first ``limit`` utterances of the listing (quick trials, tests).
         label_tolerance: allowed mismatch between label and audio length, in label frames.
+        clipping: samples beyond full scale: ``clip`` them (listed in ``report.json`` and
+            ``PrepareResult.clipped``), ``scale`` the file down by its peak, or ``fail`` (a bad file,
+            handled by ``on_error``).
         command: the command line to record in ``meta.json`` (default: this call, spelled out).
         **kind_options: options the kind's reader declares (e.g. ``fold_39=True`` for ``timit``; see
             :func:`kind_option_names`).
@@ -134,7 +157,8 @@ def prepare(
         A :class:`PrepareResult`; open the dataset with ``PreparedDataset.open(result.path)``.
 
     Raises:
-        UsageError: unknown kind or option, ``out`` not empty, ``out`` inside ``src``.
+        UsageError: unknown kind or option, ``out`` not empty, ``out`` inside ``src``, another ``prepare``
+            writing into ``out`` (:class:`~cpcaudio.locks.OutputLockedError`).
         DataError: a bad file (with ``on_error="fail"``), or nothing usable in ``src``.
     """
     started = time.perf_counter()
@@ -142,6 +166,8 @@ def prepare(
     declared.check_options(kind_options)
     if on_error not in ON_ERROR_CHOICES:
         raise UsageError(f"on_error {on_error!r} is not one of {', '.join(ON_ERROR_CHOICES)}")
+    if clipping not in CLIPPING_CHOICES:
+        raise UsageError(f"clipping {clipping!r} is not one of {', '.join(CLIPPING_CHOICES)}")
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be a positive number of utterances, got {limit}")
     if sample_rate is not None and sample_rate < 1:
@@ -149,22 +175,51 @@ def prepare(
     if label_tolerance < 0:
         raise UsageError(f"label tolerance must be >= 0 label frames, got {label_tolerance}")
     out = Path(out)
-    source_path = _check_source_and_output(declared, src, out, overwrite)
+    source_path = _check_paths(declared, src, out)
     command = command or _describe_call(kind, src, out, sample_rate, mono, on_error, limit, kind_options)
-
+    options = {"sample_rate": sample_rate, "mono": mono, "on_error": on_error, "limit": limit,
+               "label_tolerance": label_tolerance, "clipping": clipping}
     created_out = not out.exists()
+    with dataset_lock(out):  # before anything in out is looked at: one prepare per folder
+        try:
+            return _prepare_locked(declared, src, source_path, out, overwrite, workers, progress, command,
+                                   options, kind_options, started)
+        except BaseException:
+            if created_out and out.is_dir() and not any(_own_leftovers(out)):
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def _prepare_locked(
+    declared: SourceKind,
+    src: Any,
+    source_path: Optional[Path],
+    out: Path,
+    overwrite: bool,
+    workers: Optional[int],
+    progress: Optional[ProgressCallback],
+    command: str,
+    options: dict[str, Any],
+    kind_options: dict[str, Any],
+    started: float,
+) -> PrepareResult:
+    """The body of :func:`prepare`, run while the output folder's lock is held."""
+    if out.is_dir() and any(_own_leftovers(out)) and not overwrite and not is_unfinished_dataset(out):
+        raise UsageError(f"{out} is not empty; pass --overwrite to replace the dataset there")
+    on_error, limit, sample_rate = options["on_error"], options["limit"], options["sample_rate"]
     writer: Optional[DatasetWriter] = None
-    scratch = out / SCRATCH_DIR
+    scratch, spool = out / SCRATCH_DIR, out / SPOOL_DIR
     try:
         listed = src if source_path is None else source_path
         plan = _list_source(declared, listed, out, overwrite, sample_rate, kind_options)
         skipped: list[dict[str, str]] = []
         for origin, problem in plan.rejected:
-            _handle_failure(on_error, skipped, origin, f"{origin}: {problem}")
+            handle_failure(on_error, skipped, origin, f"{origin}: {problem}")
         items = plan.items[:limit] if limit is not None else list(plan.items)
-        items = _check_names(items, on_error, skipped)
-        settings, items = _settings(plan, items, sample_rate, mono, label_tolerance, on_error, skipped)
-        _check_disk(out, items, settings, plan)
+        items = check_names(items, on_error, skipped)
+        settings, items = _settings(plan, items, options, str(spool), skipped)
+        check_disk(out, items, settings, plan)
+        spool.mkdir(exist_ok=True)
         writer = DatasetWriter(
             out,
             signal_dtype="int16" if plan.signal_kind == "audio" else "float32",
@@ -174,17 +229,20 @@ def prepare(
         )
         vocabulary = LabelVocabulary(plan.phone_vocabulary)
         workers = _num_workers(workers) if plan.signal_kind == "audio" else 1
-        kept = _write_utterances(writer, plan, items, settings, vocabulary, workers, on_error, skipped, progress)
+        clipped: list[dict] = []
+        kept = _write_utterances(writer, plan, items, settings, vocabulary, workers, on_error, skipped, clipped,
+                                 progress)
         if not kept:
             raise DataError(f"{src}: no usable utterances ({len(skipped)} skipped, see the messages above)")
         if plan.has_frame_labels and vocabulary.is_open:
             writer.remap_frame_labels(vocabulary.sorted_remap())
         preparation = {
             "resampled_to": sample_rate if plan.signal_kind == "audio" else None,
-            "mono": mono,
-            "label_tolerance_frames": label_tolerance,
+            "mono": options["mono"],
+            "label_tolerance_frames": options["label_tolerance"],
             "on_error": on_error,
             "limit": limit,
+            "clipping": options["clipping"],
         }
         recorded_source = str(Path(src).resolve()) if source_path is not None else (
             None if declared.source == "none" else str(src)
@@ -193,21 +251,27 @@ def prepare(
             plan, kept, settings, writer.total_samples, len(skipped), preparation,
             vocabulary.symbols() if plan.has_frame_labels else None, recorded_source, command,
         )
+        meta["counts"]["clipped"] = len(clipped)
         with _disk_full_as_error(out):
-            writer.finish(meta, {"skipped": skipped, **plan.unmatched})
+            writer.finish(meta, {"skipped": skipped, **plan.unmatched, "clipped": clipped})
         writer = None
     except BaseException:
         if writer is not None:
             writer.abort()
-        if created_out and out.is_dir() and not any(p for p in out.iterdir() if p.name != SCRATCH_DIR):
-            shutil.rmtree(out, ignore_errors=True)
         raise
     finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
+        for folder in (scratch, spool):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
     return PrepareResult(
-        path=out, meta=meta, skipped=skipped, unmatched=dict(plan.unmatched), seconds=time.perf_counter() - started
+        path=out, meta=meta, skipped=skipped, unmatched=dict(plan.unmatched), seconds=time.perf_counter() - started,
+        clipped=clipped,
     )
+
+
+def _own_leftovers(out: Path) -> Iterator[Path]:
+    """Entries of ``out`` other than the lock file and the scratch folders of a preparation."""
+    return (p for p in out.iterdir() if p.name not in (SCRATCH_DIR, SPOOL_DIR, LOCK_FILE))
 
 
 def kind_option_names(kind: str) -> list[str]:
@@ -250,9 +314,11 @@ def _write_utterances(
     workers: int,
     on_error: str,
     skipped: list[dict[str, str]],
+    clipped: list[dict],
     progress: Optional[ProgressCallback],
 ) -> list[UtteranceItem]:
-    """Decode ``items`` over ``workers`` processes and append them in order; returns the items kept."""
+    """Decode ``items`` over ``workers`` processes and append them in order; returns the items kept
+    (files with samples beyond full scale are added to ``clipped``)."""
     kept: list[UtteranceItem] = []
     total = len(items)
     decode = functools.partial(decode_utterance, settings=settings)
@@ -261,7 +327,7 @@ def _write_utterances(
     try:
         for done, result in enumerate(results, start=1):
             if isinstance(result, Failed):
-                _handle_failure(on_error, skipped, result.origin, result.problem)
+                handle_failure(on_error, skipped, result.origin, result.problem)
             else:
                 item = items[result.position]
                 labels = None
@@ -270,6 +336,8 @@ def _write_utterances(
                 with _disk_full_as_error(writer.out):
                     writer.add(item.utterance_id, item.speaker, item.split, result.signal, labels, item.utterance_labels)
                 kept.append(item)
+                if result.clipping is not None:
+                    clipped.append(result.clipping.as_report(display_path(item.origin)))
             report(progress, Progress("prepare", done, total, "utt"))
     finally:
         results.close()
@@ -287,12 +355,12 @@ def _disk_full_as_error(out: Path) -> Iterator[None]:
         raise
 
 
-def _check_source_and_output(declared: SourceKind, src: Any, out: Path, overwrite: bool) -> Optional[Path]:
-    """The source as a path (``None`` when it is not one), after checking ``out`` is usable."""
+def _check_paths(declared: SourceKind, src: Any, out: Path) -> Optional[Path]:
+    """The source as a path (``None`` when it is not one), after checking that ``out`` can be created
+    and written and is not inside the source. Only the paths are looked at, not what ``out`` holds: that
+    is checked once its lock is held."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory; choose another output path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite and not is_unfinished_dataset(out):
-        raise UsageError(f"{out} is not empty; pass --overwrite to replace the dataset there")
     check_output_dir(out, "dataset directory")
     if declared.source == "none" or src is None:
         return None
@@ -325,47 +393,18 @@ def _num_workers(workers: Optional[int]) -> int:
     return workers
 
 
-def _handle_failure(on_error: str, skipped: list[dict[str, str]], origin: str, problem: str) -> None:
-    if on_error == "fail":
-        raise DataError(f"{problem} (use --on-error skip to leave such files out)")
-    skipped.append({"file": display_path(origin), "problem": problem})
-
-
-def _check_names(items: list[UtteranceItem], on_error: str, skipped: list[dict[str, str]]) -> list[UtteranceItem]:
-    """Leave out (or refuse) files whose name is not UTF-8 and utterance ids that occur twice."""
-    kept: list[UtteranceItem] = []
-    first_origin: dict[str, str] = {}
-    for item in items:
-        origin = display_path(item.origin)
-        if not all(is_utf8_name(text) for text in (item.utterance_id, item.speaker)):  # both are stored as text
-            _handle_failure(
-                on_error, skipped, item.origin,
-                f"{origin}: the file name is not valid UTF-8; rename it (e.g. with convmv -f latin1 -t utf8)",
-            )
-            continue
-        if item.utterance_id in first_origin:
-            _handle_failure(
-                on_error, skipped, item.origin,
-                f"{origin}: utterance id {item.utterance_id!r} is also the id of {first_origin[item.utterance_id]}; "
-                "ids must be unique, rename or remove one of the two",
-            )
-            continue
-        first_origin[item.utterance_id] = origin
-        kept.append(item)
-    return kept
 
 
 def _settings(
     plan: SourcePlan,
     items: list[UtteranceItem],
-    sample_rate: Optional[int],
-    mono: bool,
-    label_tolerance: int,
-    on_error: str,
+    options: dict[str, Any],
+    spool_dir: str,
     skipped: list[dict[str, str]],
 ) -> tuple[DecodeSettings, list[UtteranceItem]]:
     """Decide the dataset's rate and channel count from the first readable item (unreadable ones before
     it are failures); returns the settings and the items from that one on."""
+    on_error = options["on_error"]
     remaining = list(items)
     while remaining:
         item = remaining[0]
@@ -376,7 +415,7 @@ def _settings(
                 rate, channels, _ = audio_info(item.audio_path)
             break
         except DataError as error:
-            _handle_failure(on_error, skipped, item.origin, str(error))
+            handle_failure(on_error, skipped, item.origin, str(error))
             remaining.pop(0)
     else:
         unmatched = "; ".join(f"{name}: {len(values)}" for name, values in plan.unmatched.items() if values)
@@ -385,26 +424,8 @@ def _settings(
             + (f" ({unmatched}, see the lists and label files given)" if unmatched else "")
             + "; check the source path and the kind"
         )
-    return decode_settings(plan, rate, channels, sample_rate, mono, label_tolerance), remaining
-
-
-def _check_disk(out: Path, items: list[UtteranceItem], settings: DecodeSettings, plan: SourcePlan) -> None:
-    """Refuse to start when the dataset's arrays cannot fit on the output disk (sizes from file headers)."""
-    if checks_skipped():
-        return
-    itemsize = 2 if settings.signal_kind == "audio" else 4
-    needed = 0
-    for item in items:
-        if item.array is not None:
-            samples = int(np.asarray(item.array).shape[-1])
-        else:
-            try:
-                rate, _, frames = audio_info(item.audio_path)
-            except DataError:
-                continue  # reported when the file is read
-            target = settings.target_rate or rate
-            samples = ceil_div(frames * target, rate)
-        needed += samples * settings.num_channels * itemsize + 128  # + one index row
-        if plan.has_frame_labels:
-            needed += 2 * ceil_div(samples, settings.label_hop)
-    check_disk_space(out, needed, "the prepared dataset", "free some space or choose another output directory")
+    settings = decode_settings(
+        plan, rate, channels, options["sample_rate"], options["mono"], options["label_tolerance"],
+        options["clipping"], spool_dir,
+    )
+    return settings, remaining

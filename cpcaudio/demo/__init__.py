@@ -1,4 +1,4 @@
-"""The whole pipeline in one call: ``run_demo(out_dir)`` prepares, pretrains, extracts, probes and reports.
+"""The whole pipeline in one call: ``run_demo(out_dir)`` prepares, pretrains, extracts, evaluates, reports.
 
 Stages, each one library call that a CLI command also makes (so the demo is the recipe of a real run)::
 
@@ -6,20 +6,23 @@ Stages, each one library call that a CLI command also makes (so the demo is the 
     train    cpcaudio.train.train(...)                   -> OUT/run         (last.pt, metrics.jsonl, ...)
     extract  cpcaudio.extract.extract_to_store(...) -> OUT/features    (context features of every utterance)
     probe    cpcaudio.evaluate.run_probe(...) per task       -> OUT/probe_<task> (results.json, plots)
+    abx      cpcaudio.evaluate.abx.run_abx(...)          -> OUT/abx         (ABX error of the phones)
+             cpcaudio.evaluate.units_runner.run_units(...) -> OUT/units   (k-means units, PNMI)
     report   figures + report.md + report.html           -> OUT/report.md, OUT/report.html, OUT/figures/
 
 The modules, in the order a run meets them: :mod:`~cpcaudio.demo.presets` (sizes, model configs,
 reference speeds), :mod:`~cpcaudio.demo.plan` (the settings, the tasks a dataset supports),
 :mod:`~cpcaudio.demo.state` (the folder and ``demo.json``), :mod:`~cpcaudio.demo.stages` (one function
-per stage, and :class:`DemoEvent`), :mod:`~cpcaudio.demo.pipeline` (:func:`run_demo`),
-:mod:`~cpcaudio.demo.page` and :mod:`~cpcaudio.demo.figures` (the report).
+per stage, and :class:`DemoEvent`), :mod:`~cpcaudio.demo.abx_units` (the ``abx`` stage, run when the
+dataset has phone alignments, and its part of the report), :mod:`~cpcaudio.demo.pipeline`
+(:func:`run_demo`), :mod:`~cpcaudio.demo.page` and :mod:`~cpcaudio.demo.figures` (the report).
 
 **Resuming.** ``OUT/demo.json`` records the plan (every setting that decides the numbers) and the stages
 already finished. Run the same call again after an interruption and every finished stage is skipped:
 the dataset is complete once its ``meta.json`` exists, training continues from ``run/last.pt`` (exactly:
-see :mod:`cpcaudio.train`), extraction continues where its store stopped, and a probe is done once its
-``results.json`` is written. A rerun with other settings into the same folder is refused (pass
-``overwrite=True`` to start over).
+see :mod:`cpcaudio.train`), extraction continues where its store stopped, and a probe (and each of the
+``abx`` stage's two reports) is done once its ``results.json`` is written. A rerun with other settings
+into the same folder is refused (pass ``overwrite=True`` to start over).
 
 **Reproducibility.** The number of training steps is *derived from the time budget* (``minutes``) with a
 fixed reference speed per preset (:data:`PRESETS`, measured on 2 CPU cores), not measured at run time, so

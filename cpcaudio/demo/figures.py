@@ -1,8 +1,9 @@
 """The demo report's figures, drawn on matplotlib's Agg canvas (PNG files, no display needed).
 
 :func:`training_curves` (loss and per-step accuracy over training steps), :func:`accuracy_bars` (probe
-accuracy of the model next to its baselines) and :func:`utterance_map` (a PCA map of utterance
-embeddings coloured by speaker).
+accuracy of the model next to its baselines), :func:`abx_pnmi_bars` (ABX error and the PNMI of k-means
+units, model and baselines) and :func:`utterance_map` (a PCA map of utterance embeddings coloured by
+speaker).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from cpcaudio.report.html import save_figure
 
 PathLike = Union[str, Path]
+FEATURE_COLORS = {"model": "tab:red", "random": "tab:gray", "mfcc": "tab:blue", "logmel": "tab:green"}
 
 
 def training_curves(metrics: Sequence[dict[str, Any]], path: PathLike) -> Path:
@@ -85,11 +87,10 @@ def accuracy_bars(
     figure = Figure(figsize=(max(5.0, 2.2 * len(columns) + 2.0), 3.8))
     axes = figure.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(kinds))
-    colors = {"model": "tab:red", "random": "tab:gray", "mfcc": "tab:blue", "logmel": "tab:green"}
     for index, kind in enumerate(kinds):
         values = [100 * accuracy[c].get(kind, math.nan) for c in columns]
         positions = [p + (index - (len(kinds) - 1) / 2) * width for p in range(len(columns))]
-        bars = axes.bar(positions, values, width, label=names[kind], color=colors.get(kind))
+        bars = axes.bar(positions, values, width, label=names[kind], color=FEATURE_COLORS.get(kind))
         axes.bar_label(bars, fmt="%.0f", fontsize=7)
     for position, column in enumerate(columns):
         if column in chance:
@@ -100,6 +101,54 @@ def accuracy_bars(
     axes.set_ylim(0, 108)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes.set_title("linear probes: CPC vs baselines (dashed: majority class)", fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def abx_pnmi_bars(
+    abx: dict[str, dict[str, float]], pnmi: dict[str, float], names: dict[str, str], clusters: int, path: PathLike,
+    items: str = "every utterance",
+) -> Path:
+    """ABX error per mode (left) and PNMI of the k-means units (right), one bar per feature kind.
+
+    Args:
+        abx: ``{"within spk / within ctx": {"model": 0.12, "mfcc": 0.15, ...}, ...}`` errors in [0, 1].
+        pnmi: ``{"model": 0.3, ...}`` test-split PNMI in [0, 1].
+        names: display name per feature kind, in the order of the bars.
+        clusters: K of the k-means (for the title).
+        path: the PNG to write.
+        items: what the ABX items are (for the title).
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.figure import Figure
+
+    columns = list(abx)
+    kinds = [kind for kind in names if kind in pnmi or any(kind in abx[c] for c in columns)]
+    figure = Figure(figsize=(max(8.0, 1.6 * len(columns) + 5.0), 3.8))
+    error_axes, pnmi_axes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [max(2, len(columns)), 1.4]})
+    width = 0.8 / max(1, len(kinds))
+    highest = 50.0
+    for index, kind in enumerate(kinds):
+        values = [100 * abx[c].get(kind, math.nan) for c in columns]
+        highest = max([highest, *[v for v in values if math.isfinite(v)]])
+        positions = [p + (index - (len(kinds) - 1) / 2) * width for p in range(len(columns))]
+        bars = error_axes.bar(positions, values, width, label=names[kind], color=FEATURE_COLORS.get(kind))
+        error_axes.bar_label(bars, fmt="%.1f", fontsize=6)
+    error_axes.axhline(50, color="black", linestyle="dashed", linewidth=1)
+    error_axes.set_xticks(range(len(columns)), [c.replace(" / ", "\n") for c in columns], fontsize=8)
+    error_axes.set_ylabel("ABX error (%, lower is better)")
+    error_axes.set_ylim(0, highest + 14)  # room for the legend above the chance line
+    error_axes.set_title(f"ABX on the phones of {items} (dashed: chance)", fontsize=10)
+    error_axes.legend(fontsize=7, loc="upper center", ncol=len(kinds))
+    values = [pnmi.get(kind, math.nan) for kind in kinds]
+    bars = pnmi_axes.bar(range(len(kinds)), values, color=[FEATURE_COLORS.get(kind) for kind in kinds])
+    pnmi_axes.bar_label(bars, fmt="%.2f", fontsize=7)
+    pnmi_axes.set_xticks(range(len(kinds)), [names[kind] for kind in kinds], rotation=30, ha="right", fontsize=8)
+    pnmi_axes.set_ylabel("PNMI (higher is better)")
+    pnmi_axes.set_ylim(0, 1.2 * max([0.1, *[v for v in values if math.isfinite(v)]]))
+    pnmi_axes.set_title(f"k-means units, K = {clusters}", fontsize=10)
     figure.tight_layout()
     return save_figure(figure, path)
 

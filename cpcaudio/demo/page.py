@@ -12,15 +12,18 @@ import math
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from cpcaudio.demo.abx_units import report_part
 from cpcaudio.demo.figures import accuracy_bars, training_curves, utterance_map
 from cpcaudio.demo.plan import DemoPlan
-from cpcaudio.demo.state import DATA_DIR, FEATURES_DIR, FIGURES_DIR, RUN_DIR, STATE_FILE, probe_dir_name
+from cpcaudio.demo.state import (
+    ABX_DIR, DATA_DIR, FEATURES_DIR, FIGURES_DIR, RUN_DIR, STATE_FILE, UNITS_DIR, probe_dir_name,
+)
 from cpcaudio.report.html import Bullets, Code, Heading, Image, Page, Paragraph, Table
 
 FEATURE_NAMES = {"model": "CPC (trained)", "random": "CPC (random init)", "mfcc": "MFCC", "logmel": "log-mel"}
@@ -47,6 +50,7 @@ class RunOutcome:
         accuracy: :func:`accuracy_table` of ``reports``.
         stage_seconds: wall time of each stage.
         state: the demo state (its ``commands`` give the page's "Reproduce" block).
+        abx_reports: the ``abx`` stage's reports (``{"abx": ..., "units": ...}``; empty without the stage).
     """
 
     out_dir: Path
@@ -57,6 +61,7 @@ class RunOutcome:
     accuracy: dict[str, dict[str, float]]
     stage_seconds: dict[str, float]
     state: dict[str, Any]
+    abx_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def build_report(outcome: RunOutcome) -> tuple[list[Path], Page]:
@@ -88,8 +93,9 @@ def build_report(outcome: RunOutcome) -> tuple[list[Path], Page]:
                 path = out_dir / probe_dir_name(task) / f"confusion_{result['protocol']}.png"
                 if path.is_file():
                     confusions.append((task, result["protocol"], path))
-    page = _page(outcome, dataset, metrics, silhouette, confusions)
-    return figures + [path for _, _, path in confusions], page
+    abx_figures, abx_blocks = report_part(outcome.abx_reports, FEATURE_NAMES, figures_dir, out_dir)
+    page = _page(outcome, dataset, metrics, silhouette, confusions, abx_blocks)
+    return figures + [path for _, _, path in confusions] + abx_figures, page
 
 
 def _chance(reports: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -110,6 +116,7 @@ def _page(
     metrics: list[dict[str, Any]],
     silhouette: Optional[float],
     confusions: list[tuple[str, str, Path]],
+    abx_blocks: list[Any],
 ) -> Page:
     from cpcaudio import __version__
     from cpcaudio.config import CPCConfig
@@ -149,6 +156,7 @@ def _page(
         page.add(Image(path.relative_to(outcome.out_dir).as_posix(),
                          f"Confusion matrix of the CPC features, {task} probe ({protocol}), rows normalised.",
                          width=640))
+    page.add(*abx_blocks)
     page.add(
         Heading("Pretraining"),
         Image("figures/training_curves.png", "InfoNCE loss and per-step prediction accuracy (the positive "
@@ -170,7 +178,7 @@ def _page(
         Table(["stage", "wall time"], timings),
         Paragraph("Times come from the invocation that ran each stage; a resumed demo keeps the earlier ones."),
         Heading("Files"),
-        Code(_files_listing(plan, reports)),
+        Code(_files_listing(plan, reports, bool(outcome.abx_reports))),
         Heading("Reproduce"),
         Code("\n".join(outcome.state.get("commands", [])[:1]) or "cpcaudio demo"),
         Paragraph(
@@ -322,7 +330,7 @@ def _commit() -> str:
     return f" (commit {commit})" if completed.returncode == 0 and commit else ""
 
 
-def _files_listing(plan: DemoPlan, reports: dict[str, dict[str, Any]]) -> str:
+def _files_listing(plan: DemoPlan, reports: dict[str, dict[str, Any]], abx: bool) -> str:
     lines = [
         f"{STATE_FILE:<22} the plan (every setting) and the finished stages",
     ]
@@ -334,5 +342,9 @@ def _files_listing(plan: DemoPlan, reports: dict[str, dict[str, Any]]) -> str:
     ]
     for task in reports:
         lines.append(f"{probe_dir_name(task) + '/':<22} results.json, results.md, accuracy.png, confusion_*.png")
+    if abx:
+        lines.append(f"{ABX_DIR + '/':<22} results.json, results.md, abx.png (cpcaudio abx)")
+        lines.append(f"{UNITS_DIR + '/':<22} results.json, results.md, pnmi.png, one folder of k-means and units "
+                     "per features (cpcaudio units)")
     lines.append(f"{FIGURES_DIR + '/':<22} the figures of this page")
     return "\n".join(lines)

@@ -7,10 +7,12 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from cpcaudio.demo.abx_units import STAGE as ABX_STAGE
+from cpcaudio.demo.abx_units import abx_table, pnmi_table, runs_abx, stage_abx
 from cpcaudio.demo.page import FEATURE_NAMES, RunOutcome, accuracy_table, build_report
 from cpcaudio.demo.plan import DemoPlan, inspect_dataset, make_plan
 from cpcaudio.demo.presets import SIZES
@@ -36,6 +38,9 @@ class DemoResult:
         checkpoint: the trained model (``run/last.pt``).
         accuracy: ``{"<task>/<protocol>": {"model": acc, "random": acc, "mfcc": acc, "logmel": acc}}``
             test accuracies in [0, 1].
+        abx: ``{"within spk / within ctx": {"model": error, ...}, ...}`` ABX errors in [0, 1] on the test
+            split (empty when the dataset has no phone alignments).
+        pnmi: ``{"model": PNMI, ...}`` of the k-means units on the test split, in [0, 1].
         stage_seconds: wall time of each stage (from the invocation that ran it).
         skipped: stages that were already done and were skipped by this call.
         plan: the settings.
@@ -51,20 +56,31 @@ class DemoResult:
     stage_seconds: dict[str, float]
     skipped: list[str]
     plan: DemoPlan
+    abx: dict[str, dict[str, float]] = field(default_factory=dict)
+    pnmi: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> str:
-        """The accuracies as a plain-text table (features as rows, task/protocol as columns)."""
-        columns = list(self.accuracy)
-        features = [name for name in FEATURE_NAMES if any(name in self.accuracy[c] for c in columns)]
-        width = max(len(FEATURE_NAMES[name]) for name in features) if features else 8
-        lines = [f"{'features':<{width}}  " + "  ".join(f"{c:>16}" for c in columns)]
-        for name in features:
-            cells = [self.accuracy[c].get(name) for c in columns]
-            lines.append(
-                f"{FEATURE_NAMES[name]:<{width}}  "
-                + "  ".join(f"{'-' if v is None else f'{100 * v:.1f}%':>16}" for v in cells)
-            )
-        return "\n".join(lines)
+        """The accuracies as a plain-text table (features as rows, task/protocol as columns), then the ABX
+        errors (modes as columns) and the units' PNMI, where the demo has them."""
+        text = _text_table(self.accuracy, lambda column, v: f"{100 * v:.1f}%")
+        if self.abx:
+            text += "\n\nABX error (speaker mode/context mode; lower is better) and PNMI of the k-means units:\n"
+            columns = {mode.replace(" spk / ", "/").replace(" ctx", ""): row for mode, row in self.abx.items()}
+            text += _text_table({**columns, "PNMI": self.pnmi},
+                                lambda column, v: f"{v:.3f}" if column == "PNMI" else f"{100 * v:.1f}%", width=13)
+        return text
+
+
+def _text_table(columns: dict[str, dict[str, float]], cell: Any, width: int = 16) -> str:
+    """Features as rows (the report's names and order), one column per entry of ``columns``; ``cell(column,
+    value)`` writes a value, ``-`` stands where a feature set has none."""
+    features = [name for name in FEATURE_NAMES if any(name in values for values in columns.values())]
+    first = max(len(FEATURE_NAMES[name]) for name in features) if features else 8
+    lines = [f"{'features':<{first}}  " + "  ".join(f"{c:>{width}}" for c in columns)]
+    for name in features:
+        cells = [("-" if name not in values else cell(column, values[name])) for column, values in columns.items()]
+        lines.append(f"{FEATURE_NAMES[name]:<{first}}  " + "  ".join(f"{c:>{width}}" for c in cells))
+    return "\n".join(lines)
 
 
 def _check_integer(value: Any, option: str, minimum: int, expected: str) -> None:
@@ -88,7 +104,7 @@ def run_demo(
     overwrite: bool = False,
     command: Optional[str] = None,
 ) -> DemoResult:
-    """Run prepare -> train -> extract -> probe -> report into ``out_dir``; resume if interrupted.
+    """Run prepare -> train -> extract -> probe -> abx -> report into ``out_dir``; resume if interrupted.
 
     Args:
         out_dir: the demo folder (created; a finished or interrupted demo of the same settings is resumed).
@@ -161,7 +177,7 @@ def _run(
     save_state(out_dir, state)
 
     emit = Emitter(progress)
-    emit.count = len(["data", "train", "extract", *plan.tasks, "report"])
+    emit.count = len(["data", "train", "extract", *plan.tasks, *([ABX_STAGE] if runs_abx(plan) else []), "report"])
     skipped: list[str] = []
 
     def finish(stage: str, began: float, message: str, was_skipped: bool) -> None:
@@ -191,6 +207,12 @@ def _run(
         reports[task], message, was_skipped = stage_probe(out_dir, plan, task, checkpoint, dataset_path, device, emit)
         finish(f"probe-{task}", began, message, was_skipped)
 
+    abx_reports: dict[str, dict[str, Any]] = {}
+    if runs_abx(plan):  # ABX and k-means units need phone alignments
+        began = time.perf_counter()
+        abx_reports, message, was_skipped = stage_abx(out_dir, plan, dataset_path, device, emit)
+        finish(ABX_STAGE, began, message, was_skipped)
+
     began = time.perf_counter()
     emit(DemoEvent("report", "start", message="figures, report.md and report.html"))
     accuracy = accuracy_table(reports)
@@ -198,7 +220,7 @@ def _run(
         name: float(info.get("seconds", 0.0)) for name, info in state["stages"].items() if name != "report"
     }
     figures, page = build_report(
-        RunOutcome(out_dir, plan, dataset_path, checkpoint, reports, accuracy, stage_seconds, state)
+        RunOutcome(out_dir, plan, dataset_path, checkpoint, reports, accuracy, stage_seconds, state, abx_reports)
     )
     markdown_path, html_path = write_page(page, out_dir, REPORT_STEM)
     finish("report", began, f"{markdown_path} and {html_path}", False)
@@ -214,4 +236,6 @@ def _run(
         stage_seconds=stage_seconds,
         skipped=skipped,
         plan=plan,
+        abx=abx_table(abx_reports.get("abx")),
+        pnmi=pnmi_table(abx_reports.get("units")),
     )

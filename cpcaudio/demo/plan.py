@@ -45,7 +45,8 @@ class DemoPlan:
         num_speakers, corpus_minutes: of the synthetic corpus (None with ``data``).
         config: the full training config (:meth:`CPCConfig.to_dict`).
         tasks: probe tasks run (``phone``, ``speaker``, ``class``).
-        phone_train_seconds: see :class:`~cpcaudio.demo.presets.Preset`.
+        phone_train_seconds, units_clusters, abx_train_seconds, abx_max_size_group: see
+            :class:`~cpcaudio.demo.presets.Preset`.
     """
 
     preset: str
@@ -59,6 +60,9 @@ class DemoPlan:
     config: dict[str, Any]
     tasks: list[str]
     phone_train_seconds: float
+    units_clusters: int
+    abx_train_seconds: float
+    abx_max_size_group: int
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +181,8 @@ def make_plan(
         num_speakers=preset.num_speakers if synthetic else None,
         corpus_minutes=preset.corpus_minutes if synthetic else None,
         config=config.to_dict(), tasks=tasks, phone_train_seconds=preset.phone_train_seconds,
+        units_clusters=preset.units_clusters, abx_train_seconds=preset.abx_train_seconds,
+        abx_max_size_group=preset.abx_max_size_group,
     )
 
 
@@ -197,13 +203,17 @@ def validate_every(steps: int) -> int:
 def probe_utterances(dataset: Any, task: str, phone_train_seconds: float) -> Optional[list[int]]:
     """The utterances a probe uses: all (None), except for the phone task, whose frame-level probe fits on
     at most ``phone_train_seconds`` of training audio (every k-th training utterance, so every speaker is
-    represented) and tests on every test utterance."""
-    if task != "phone":
-        return None
+    represented) and tests on every test utterance (:func:`train_subset`)."""
+    return train_subset(dataset, phone_train_seconds) if task == "phone" else None
+
+
+def train_subset(dataset: Any, train_seconds: float) -> Optional[list[int]]:
+    """Every test utterance and every k-th training utterance, at most ``train_seconds`` of training audio
+    (every speaker represented); None when the whole train split fits."""
     train = np.asarray(dataset.indices("train"))
     seconds = float(np.sum(dataset.lengths[train])) / dataset.sample_rate
-    if seconds <= phone_train_seconds:
+    if seconds <= train_seconds:
         return None
-    stride = int(math.ceil(seconds / phone_train_seconds))
+    stride = int(math.ceil(seconds / train_seconds))
     chosen = train[::stride]
     return sorted(int(i) for i in [*chosen, *dataset.indices("test")])

@@ -30,6 +30,12 @@ class Preset:
         default_minutes: the time budget when none is given.
         phone_train_seconds: audio of training utterances the phone probe fits on at most (a
             deterministic, speaker-balanced subset; every test utterance is always used).
+        units_clusters: K of the k-means units of the ``abx`` stage (fitted on the training frames).
+        abx_train_seconds: audio of training utterances the ``abx`` stage takes at most, with every test
+            utterance (as ``phone_train_seconds``; the same subset when equal). ABX scores their phones and
+            the k-means is fitted on their training part.
+        abx_max_size_group: items kept per ABX cell (libri-light: 10; 3 makes the any-context task about
+            three times cheaper, and the within-context cells of the synthetic corpus rarely hold more).
     """
 
     name: str
@@ -42,6 +48,9 @@ class Preset:
     max_steps: int
     default_minutes: float
     phone_train_seconds: float
+    units_clusters: int
+    abx_train_seconds: float
+    abx_max_size_group: int
 
     def steps_for(self, minutes: float) -> int:
         """Training steps that fit ``minutes`` of wall time for the whole demo."""
@@ -74,14 +83,15 @@ def model_config(
 
 # One row per preset, in the order of Preset's fields:
 # name, speakers, corpus minutes, model config (encoder, GRU, K, negatives, batch, window, lr, warm-up,
-# sampler), seconds per step, other seconds, min steps, max steps, default minutes, phone-probe seconds.
+# sampler), seconds per step, other seconds, min steps, max steps, default minutes, phone-probe seconds,
+# k-means units K, ABX training seconds, ABX items per cell.
 _ROWS = (
     ("default", 16, 12.0, model_config(256, 256, 12, 128, 8, 20480, 5e-4, 50, "uniform"),
-     0.55, 210.0, 50, 20000, 10.0, 200.0),
+     0.55, 210.0, 50, 20000, 10.0, 200.0, 50, 200.0, 3),
     ("default-gpu", 24, 40.0, model_config(512, 256, 12, 128, 32, 20480, 5e-4, 100, "uniform"),
-     0.05, 150.0, 500, 20000, 10.0, 1800.0),
+     0.05, 150.0, 500, 20000, 10.0, 1800.0, 50, 1800.0, 3),
     ("tiny", 4, 1.5, model_config(64, 64, 4, 16, 8, 5120, 1e-3, 5, "uniform"),
-     0.1, 40.0, 40, 40, 1.0, 30.0),
+     0.1, 40.0, 40, 40, 1.0, 30.0, 16, 600.0, 3),
 )
 PRESETS: dict[str, Preset] = {row[0]: Preset(*row) for row in _ROWS}
 

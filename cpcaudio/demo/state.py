@@ -19,9 +19,13 @@ STATE_FILE = "demo.json"
 STATE_FORMAT = "cpcaudio-demo"
 STATE_FORMAT_VERSION = 1
 DATA_DIR, RUN_DIR, FEATURES_DIR, FIGURES_DIR = "data", "run", "features", "figures"
+ABX_DIR, UNITS_DIR = "abx", "units"
 REPORT_STEM = "report"
 
-_OWN_ENTRIES = {STATE_FILE, DATA_DIR, RUN_DIR, FEATURES_DIR, FIGURES_DIR, f"{REPORT_STEM}.md", f"{REPORT_STEM}.html"}
+_OWN_ENTRIES = {
+    STATE_FILE, DATA_DIR, RUN_DIR, FEATURES_DIR, FIGURES_DIR, ABX_DIR, UNITS_DIR, f"{REPORT_STEM}.md",
+    f"{REPORT_STEM}.html",
+}
 
 
 def probe_dir_name(task: str) -> str:

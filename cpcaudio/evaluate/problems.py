@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from cpcaudio.errors import DataError
 from cpcaudio.evaluate.sources import FeatureSource
 from cpcaudio.geometry import ceil_div
 from cpcaudio.progress import Progress, ProgressCallback, report
@@ -115,21 +116,37 @@ class ProbeInputs:
     def utterance_frames(self, source: FeatureSource) -> list[np.ndarray]:
         """``source``'s (frames, dim) of every utterance of :attr:`utterances`, in that order."""
         return self._in_steps(
-            self.utterances, lambda part: source.utterance_frames(self.dataset, part), f"features: {source.name}", "utt"
+            self.utterances, lambda part: source.utterance_frames(self.dataset, part), f"features: {source.name}",
+            "utt", lambda item: item, source,
         )
 
     def window_frames(self, source: FeatureSource, windows: Sequence[tuple[int, int, int]]) -> list[np.ndarray]:
         """``source``'s (frames, dim) of every ``(utterance, start, stop)`` window, each processed alone."""
         return self._in_steps(
-            windows, lambda part: source.window_frames(self.dataset, part), f"windows: {source.name}", "window"
+            windows, lambda part: source.window_frames(self.dataset, part), f"windows: {source.name}", "window",
+            lambda item: item[0], source,
         )
 
-    def _in_steps(self, items: Sequence[Any], compute: Callable[[Sequence[Any]], list], stage: str, unit: str) -> list:
-        """``compute`` over ``items`` in about 20 steps, reporting progress after each."""
+    def _in_steps(
+        self, items: Sequence[Any], compute: Callable[[Sequence[Any]], list], stage: str, unit: str,
+        utterance_of: Callable[[Any], int], source: FeatureSource,
+    ) -> list:
+        """``compute`` over ``items`` in about 20 steps, reporting progress after each; refuses NaN or inf
+        features (a probe cannot fit them) with one line naming the source and the utterance."""
         out: list = []
         step = max(1, ceil_div(len(items), 20))
         for start in range(0, len(items), step):
-            out.extend(compute(items[start : start + step]))
+            part = items[start : start + step]
+            frames = compute(part)
+            for item, array in zip(part, frames):
+                if not np.isfinite(array).all():
+                    utterance = self.dataset.utterance_ids[int(utterance_of(item))]
+                    raise DataError(
+                        f"the '{source.name}' features ({source.description}) are non-finite (NaN or inf) for "
+                        f"utterance {utterance!r} of {self.dataset.path} and a probe cannot fit them; a trained "
+                        "model that gives them most likely diverged: use an earlier checkpoint of the run"
+                    )
+            out.extend(frames)
             report(self.progress, Progress(stage, min(start + step, len(items)), len(items), unit))
         return out
 

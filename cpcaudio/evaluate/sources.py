@@ -110,13 +110,26 @@ class StoredFeatures(FeatureSource):
             )
         return self._rows[utterance_id]
 
+    def _frames(self, index: int) -> np.ndarray:
+        """The stored (frames, dim) of dataset utterance ``index``; refuses NaN or inf (a diverged model)."""
+        row = self._row(index)
+        frames = np.asarray(self.store.features(row), dtype=np.float32)
+        if not np.isfinite(frames).all():
+            raise DataError(
+                f"feature store {self.store.path} holds non-finite features (NaN or inf) for utterance "
+                f"{self.store.utterance_ids[row]!r}: the model that wrote it (checkpoint "
+                f"{self.store.meta.get('checkpoint')}) most likely diverged; extract again with --overwrite from "
+                "a checkpoint with finite weights (e.g. an earlier one of the run)"
+            )
+        return frames
+
     def utterance_frames(self, dataset: Any, indices: Sequence[int]) -> list[np.ndarray]:
-        return [np.asarray(self.store.features(self._row(i)), dtype=np.float32) for i in indices]
+        return [self._frames(i) for i in indices]
 
     def window_frames(self, dataset: Any, windows: Sequence[tuple[int, int, int]]) -> list[np.ndarray]:
         out = []
         for index, start, stop in windows:
-            frames = np.asarray(self.store.features(self._row(index)), dtype=np.float32)
+            frames = self._frames(index)
             centers = self.timing.centers(frames.shape[0]) * dataset.sample_rate  # in dataset samples
             out.append(frames[(centers >= start) & (centers < stop)])
         return out
@@ -298,12 +311,15 @@ def resolve_model_source(
         record.update(features=str(features), checkpoint=store.meta.get("checkpoint"), layer=layer)
         return source, source.config, {**record, "description": description}
     if checkpoint is not None:
-        from cpcaudio.train.checkpoint import load
+        from cpcaudio.extract.request import load_checkpoint_model
 
-        model = load(checkpoint, device=device)
+        model = load_checkpoint_model(checkpoint, device)  # one line for bad files and non-finite weights
         description = f"CPC checkpoint {checkpoint}, {layer} features"
         record["checkpoint"] = str(checkpoint)
     elif model is not None:
+        from cpcaudio.extract.finite import check_finite_weights
+
+        check_finite_weights(model)
         model = model.to(device).eval()
         description = f"CPC model given by the caller, {layer} features"
     else:

@@ -5,7 +5,9 @@
   iterations, ``tol=0``, ``max_no_improvement=100``, 20 initialisations, reassignment ratio 0.5).
 * :class:`KMeansUnits`: the fitted centres, saved without pickle (``kmeans.npz`` with the centres and
   ``kmeans.json`` with what made them); :meth:`KMeansUnits.predict` gives the nearest centre of each frame.
-* :func:`quantize`: units of new audio through a model, or of frames already computed.
+* :meth:`KMeansUnits.encode`: units of new audio through a model (:meth:`KMeansUnits.units_of`: units
+  of :func:`cpcaudio.extract.extract`'s result); :func:`quantize`: the same as a function, or of frames
+  already computed.
 * :func:`unit_quality`: PNMI, phone purity, cluster purity and mean segment lengths, as fairseq's HuBERT
   ``examples/hubert/measure_teacher_quality.py`` defines them.
 """
@@ -79,10 +81,58 @@ class KMeansUnits:
         squared = (centers * centers).sum(dim=1)  # (K,)
         out = np.empty(flat.shape[0], dtype=np.int64)
         for start in range(0, flat.shape[0], batch_frames):
-            part = torch.from_numpy(np.ascontiguousarray(flat[start : start + batch_frames]))  # (n, D)
+            part = torch.from_numpy(np.require(flat[start : start + batch_frames], requirements="CW"))  # (n, D)
             distances = squared[None, :] - 2.0 * part @ centers.T  # (n, K), ||x||^2 left out
             out[start : start + part.shape[0]] = distances.argmin(dim=1).numpy()
         return out.reshape(values.shape[:-1])
+
+    def check_layer(self, layer: str) -> None:
+        """Raise a :class:`~cpcaudio.errors.UsageError` unless the codebook was fitted on ``layer`` (or on an
+        unrecorded layer)."""
+        fitted = self.meta.get("layer")
+        if fitted is not None and layer != fitted:
+            raise UsageError(f"this k-means was fitted on {fitted} features, not {layer}")
+
+    def units_of(self, features: Any) -> torch.Tensor:
+        """The units of what :func:`cpcaudio.extract.extract` returned (a :class:`~cpcaudio.extract.Features`).
+
+        Returns:
+            int64 tensor ``(frames,)`` for one signal, ``(batch, frames)`` for a padded batch, with -1 past
+            each sequence's ``frame_lengths``.
+
+        Raises:
+            UsageError: features of another layer or width than the codebook's.
+        """
+        self.check_layer(features.layer)
+        units = torch.from_numpy(self.predict(features.frames))
+        if units.dim() == 2:  # a padded batch: no unit for the padding
+            lengths = features.frame_lengths.to(units.device)
+            units[torch.arange(units.shape[1])[None, :] >= lengths[:, None]] = -1
+        return units
+
+    def encode(
+        self, model: torch.nn.Module, signal: Union[np.ndarray, torch.Tensor], sample_rate: int,
+        layer: Optional[str] = None, **extract_options: Any,
+    ) -> np.ndarray:
+        """Units of new audio: the model's frozen features (:func:`cpcaudio.extract.extract`), quantised.
+
+        Args:
+            model: a :class:`~cpcaudio.CPCModel` (the one the codebook's features came from).
+            signal: ``(time,)``, ``(channels, time)`` or a padded batch ``(batch, channels, time)`` (then
+                give ``lengths=`` among ``extract_options``).
+            sample_rate: samples per second of ``signal`` (resampled to the model's rate if it differs).
+            layer: the model layer (default: the codebook's, ``meta["layer"]``, else ``context``).
+            extract_options: more keyword arguments of :func:`~cpcaudio.extract.extract` (``lengths``,
+                ``chunk_seconds``).
+
+        Returns:
+            int64 units ``(frames,)``, or ``(batch, frames)`` with -1 past each sequence's length.
+        """
+        from cpcaudio.extract.features import extract
+
+        layer = layer or self.meta.get("layer") or "context"
+        self.check_layer(layer)
+        return self.units_of(extract(model, signal, sample_rate, layer=layer, **extract_options)).numpy()
 
     def save(self, directory: PathLike) -> list[Path]:
         """Write ``kmeans.npz`` (the centres, no pickle) and ``kmeans.json`` into ``directory``."""
@@ -200,22 +250,16 @@ def quantize(
         layer: the model layer (default: the one the codebook was fitted on, ``kmeans.meta["layer"]``).
 
     Returns:
-        int64 units ``(frames,)`` (or ``(batch, frames)``; frames past a sequence's length in a padded
-        batch are quantised padding).
+        int64 units ``(frames,)`` (or ``(batch, frames)``; through a model, -1 past each sequence's
+        length in a padded batch).
 
     Raises:
         UsageError: a model without a signal, a layer other than the codebook's, frames of another width.
     """
     if isinstance(source, torch.nn.Module):
-        from cpcaudio.extract.features import extract
-
-        fitted = kmeans.meta.get("layer")
-        layer = layer or fitted or "context"
-        if fitted is not None and layer != fitted:
-            raise UsageError(f"this k-means was fitted on {fitted} features, not {layer}")
         if signal is None or sample_rate is None:
             raise UsageError("quantize(model, kmeans, ...) needs the signal and its sample_rate")
-        return kmeans.predict(extract(source, signal, sample_rate, layer=layer).frames)
+        return kmeans.encode(source, signal, sample_rate, layer)
     return kmeans.predict(source)
 
 

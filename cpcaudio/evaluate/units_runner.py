@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -21,11 +22,11 @@ import numpy as np
 import torch
 
 from cpcaudio.errors import DataError, UsageError
-from cpcaudio.evaluate.abx.inputs import Corpus, FeatureSet, compute_frames, feature_sets
+from cpcaudio.evaluate.abx.inputs import Corpus, FeatureSet, build_feature_sets, compute_frames
 from cpcaudio.evaluate.abx.items import ItemList, items_from_dataset
-from cpcaudio.evaluate.abx.report import error_text, save_figure, write_json, write_text
-from cpcaudio.evaluate.abx.runner import item_summary, parse_modes, score_item_frames, slice_items
-from cpcaudio.evaluate.abx.scoring import CONTEXT_MODES, SPEAKER_MODES
+from cpcaudio.evaluate.abx.report import check_report_dir, error_text, save_figure, write_json, write_text
+from cpcaudio.evaluate.abx.runner import AbxSettings, item_summary, score_item_frames, slice_items
+from cpcaudio.evaluate.feature_sets import FeatureSetOptions
 from cpcaudio.evaluate.units import KMeansUnits, deduplicate, fit_kmeans, one_hot, unit_quality
 from cpcaudio.progress import Progress, ProgressCallback, report
 
@@ -34,36 +35,46 @@ REPORT_FORMAT_VERSION = 1
 PathLike = Union[str, Path]
 
 
-def _dataset_corpus(path: PathLike) -> Corpus:
+def _dataset_corpus(path: PathLike, utterances: Optional[Sequence[int]]) -> tuple[Corpus, list[int]]:
+    """The dataset with its items (none without phone labels), and the utterances to take, sorted."""
     from cpcaudio.data import PreparedDataset
 
     path = Path(path)
     if not (path / "meta.json").is_file():
         raise DataError(f"{path}: not a prepared dataset; 'cpcaudio units' fits on a dataset's train split")
     dataset = PreparedDataset.open(path)
+    chosen = sorted({int(i) for i in utterances}) if utterances is not None else list(range(len(dataset)))
+    if chosen and (chosen[0] < 0 or chosen[-1] >= len(dataset)):
+        raise UsageError(f"utterance indices must lie in [0, {len(dataset)}) for dataset {path}")
     if dataset.has_frame_labels and dataset.phone_vocabulary is not None:
-        items = items_from_dataset(dataset)
+        items = items_from_dataset(dataset, chosen)
     else:
         items = ItemList([], np.zeros(0), np.zeros(0), [], [], [], [])
-    return Corpus("dataset", path, dataset, items, list(dataset.utterance_ids))
+    return Corpus("dataset", path, dataset, items, list(dataset.utterance_ids)), chosen
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What :func:`run_units` does with each feature set: units of ``utterances`` (dataset indices), fitted
+    on those of ``train``, with the units' ABX when ``abx`` is given."""
+
+    utterances: list[int]
+    train: list[int]
+    clusters: int
+    seed: int
+    max_fit_frames: Optional[int]
+    abx: Optional[AbxSettings]
+    device: torch.device
 
 
 def run_units(
     dataset: PathLike,
+    feature_sets: Optional[FeatureSetOptions] = None,
     *,
     clusters: int = 50,
-    checkpoint: Optional[PathLike] = None,
-    features: Optional[PathLike] = None,
-    model: Optional[torch.nn.Module] = None,
-    layer: str = "context",
-    baselines_requested: Optional[Union[str, Sequence[str]]] = None,
+    utterances: Optional[Sequence[int]] = None,
     max_fit_frames: Optional[int] = None,
-    abx: bool = True,
-    speaker_modes: Optional[Union[str, Sequence[str]]] = None,
-    context_modes: Optional[Union[str, Sequence[str]]] = None,
-    slicing: str = "center",
-    seed: int = 0,
-    device: Optional[Union[str, torch.device]] = None,
+    abx: Optional[AbxSettings] = AbxSettings(),
     out: Optional[PathLike] = None,
     progress: Optional[ProgressCallback] = None,
     overwrite: bool = False,
@@ -72,14 +83,13 @@ def run_units(
 
     Args:
         dataset: a prepared dataset with a ``train`` split (phone labels optional).
+        feature_sets: the model, layer(s), baselines, seed (it also seeds the k-means and the ABX
+            subsampling) and device, as for :func:`cpcaudio.evaluate.abx.run_abx`.
         clusters: k-means clusters ``K``.
-        checkpoint, features, model, layer, baselines_requested: the feature sets, as for
-            :func:`cpcaudio.evaluate.abx.run_abx`.
+        utterances: only these utterance indices (a quick subset): fitted on its train utterances,
+            measured and written for all of it (default: every utterance).
         max_fit_frames: fit on at most this many train frames (seeded draw; None: all).
-        abx: also score the one-hot units with ABX (needs phone labels).
-        speaker_modes, context_modes, slicing: the ABX modes and item slicing.
-        seed: seeds the random weights, the k-means and the ABX subsampling.
-        device: where the models and the ABX DTW run.
+        abx: how to score the one-hot units with ABX (needs phone labels); None: no ABX.
         out: write the report and the codebooks there.
         progress: receives :class:`cpcaudio.progress.Progress` events.
         overwrite: replace a report already in ``out``.
@@ -90,39 +100,29 @@ def run_units(
     """
     from cpcaudio.devices import resolve_device
 
-    if out is not None:
-        from cpcaudio.resources import check_output_dir
-
-        check_output_dir(Path(out), "report directory")
-        if (Path(out) / "results.json").exists() and not overwrite:
-            raise UsageError(f"{out} already holds a units report (results.json); pass --overwrite to replace it")
+    options = feature_sets or FeatureSetOptions()
+    check_report_dir(out, overwrite, "a units report")
     if clusters < 2:
         raise UsageError(f"--clusters must be at least 2, got {clusters}")
-    speakers = parse_modes(speaker_modes, SPEAKER_MODES, "speaker")
-    contexts = parse_modes(context_modes, CONTEXT_MODES, "context")
-    torch_device = resolve_device(device)
-    corpus = _dataset_corpus(dataset)
+    device = resolve_device(options.device)
+    corpus, chosen = _dataset_corpus(dataset, utterances)
     source = corpus.source
-    train = [int(i) for i in source.indices("train")]
+    train_split = {int(i) for i in source.indices("train")}
+    train = [i for i in chosen if i in train_split]
     if not train:
         raise DataError(f"dataset {corpus.path} has no 'train' utterances to fit k-means on")
-    sets, record = feature_sets(
-        corpus, checkpoint=checkpoint, features=features, model=model, layer=layer,
-        baselines_requested=baselines_requested, seed=seed, device=torch_device,
-    )
-    rows = []
-    for feature_set in sets:
-        rows.append(
-            _units_of(corpus, feature_set, train, clusters, seed, max_fit_frames, abx and len(corpus.items) > 0,
-                      speakers, contexts, slicing, torch_device, out, progress)
-        )
+    sets, record = build_feature_sets(corpus, options)
+    abx_settings = abx if len(corpus.items) > 0 else None
+    fit = _Fit(chosen, train, clusters, options.seed, max_fit_frames, abx_settings, device)
+    rows = [_units_of(corpus, feature_set, fit, out, progress) for feature_set in sets]
     result = {
         "format": REPORT_FORMAT,
         "format_version": REPORT_FORMAT_VERSION,
-        "dataset": {"path": str(corpus.path), "utterances": len(source), "train": len(train)},
+        "dataset": {"path": str(corpus.path), "utterances": len(chosen), "of": len(source), "train": len(train)},
         "items": item_summary(corpus.items),
         "clusters": clusters,
-        "seed": seed,
+        "seed": options.seed,
+        "abx_settings": None if fit.abx is None else fit.abx.record(),
         "model": {key: value for key, value in record.items() if key != "config"},
         "features": {s.name: s.description for s in sets},
         "results": rows,
@@ -133,44 +133,42 @@ def run_units(
 
 
 def _units_of(
-    corpus: Corpus, feature_set: FeatureSet, train: list[int], clusters: int, seed: int,
-    max_fit_frames: Optional[int], abx: bool, speakers: Sequence[str], contexts: Sequence[str], slicing: str,
-    device: torch.device, out: Optional[PathLike], progress: Optional[ProgressCallback],
+    corpus: Corpus, feature_set: FeatureSet, fit: _Fit, out: Optional[PathLike], progress: Optional[ProgressCallback]
 ) -> dict[str, Any]:
     """Fit, apply and measure the units of one feature set."""
     from cpcaudio.evaluate.timing import align_frame_labels
 
-    dataset = corpus.source
+    dataset, clusters, chosen = corpus.source, fit.clusters, fit.utterances
     started = time.perf_counter()
-    frames = compute_frames(feature_set, list(range(len(dataset))), progress)
+    frames = dict(zip(chosen, compute_frames(feature_set, chosen, progress)))
     report(progress, Progress(f"k-means: {feature_set.name}", 0, 1, unit="fit"))
     kmeans = fit_kmeans(
-        [frames[i] for i in train], clusters, seed, max_fit_frames,
+        [frames[i] for i in fit.train], clusters, fit.seed, fit.max_fit_frames,
         meta={"features": feature_set.name, "description": feature_set.description,
               "layer": feature_set.layer, "dataset": str(corpus.path)},
     )
     report(progress, Progress(f"k-means: {feature_set.name}", 1, 1, unit="fit"))
-    units = [kmeans.predict(f) for f in frames]
+    units = {i: kmeans.predict(f) for i, f in frames.items()}
+    del frames
     row: dict[str, Any] = {"features": feature_set.name, "kmeans": kmeans.meta, "quality": {}, "abx": []}
     if dataset.has_frame_labels:
         rate, hop, timing = dataset.sample_rate, dataset.label_hop, feature_set.timing
-        labels = [align_frame_labels(dataset.frame_labels(i), hop, rate, timing, len(u)) for i, u in enumerate(units)]
+        labels = {i: align_frame_labels(dataset.frame_labels(i), hop, rate, timing, len(u)) for i, u in units.items()}
         for split in ("train", "test"):
-            chosen = [int(i) for i in dataset.indices(split)]
-            if chosen:
-                row["quality"][split] = unit_quality([units[i] for i in chosen], [labels[i] for i in chosen], clusters)
-    if abx:
+            mine = [i for i in chosen if dataset.splits[i] == split]
+            if mine:
+                row["quality"][split] = unit_quality([units[i] for i in mine], [labels[i] for i in mine], clusters)
+    ids = [corpus.file_ids[i] for i in chosen]
+    if fit.abx is not None:
         arrays, kept = slice_items(
-            [one_hot(u, clusters) for u in units], corpus.file_ids, corpus.items, feature_set.centers,
-            feature_set.hop_seconds, slicing,
+            [one_hot(units[i], clusters) for i in chosen], ids, corpus.items, feature_set.centers,
+            feature_set.hop_seconds, fit.abx.slicing,
         )
-        row["abx"] = score_item_frames(
-            arrays, corpus.items.select(kept), speakers, contexts, seed=seed, device=device, progress=progress,
-            stage=f"abx: {feature_set.name} units",
-        )
+        row["abx"] = score_item_frames(arrays, corpus.items.select(kept), fit.abx, fit.seed, fit.device, progress,
+                                       f"abx: {feature_set.name} units")
     row["seconds"] = round(time.perf_counter() - started, 3)
     if out is not None:
-        write_units(Path(out) / feature_set.name, kmeans, corpus.file_ids, units)
+        write_units(Path(out) / feature_set.name, kmeans, ids, [units[i] for i in chosen])
     return row
 
 

@@ -9,9 +9,11 @@
     store = FeatureStore.open("features/timit")                   # memory-mapped reader
 
 Modules, in the order data flows through them: ``inputs`` (what to extract from), ``resampling``,
-``chunks`` (chunk planning), ``features`` (``extract()``), ``labels`` (frame labels of the store),
-``request`` (what an extraction is, resume decisions), ``writer`` (``extract_to_store``), ``store``
-(layout and reader).
+``chunks`` (chunk planning), ``features`` (``extract()``), ``streaming`` (``StreamingExtractor``),
+``blocks`` (long files streamed block by block), ``finite`` (refusing NaN/inf weights and features),
+``labels`` (frame labels of the store), ``request`` (what an extraction is, resume decisions),
+``writer`` (``extract_to_store``), ``rows`` (rows written without a memory map), ``store`` (layout and
+reader).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -38,6 +38,9 @@ class Source:
         path: the INPUT given by the user.
         utterances: one :class:`Utterance` per item, in the source's order.
         read: ``read(i)`` -> float32 (channels, time) at ``utterances[i].sample_rate``.
+        read_blocks: ``read_blocks(i, block_samples)`` -> the same samples as consecutive float32
+            (channels, <= block_samples) blocks, in constant memory (long files are streamed this way);
+            None: sliced from ``read(i)``.
         frame_labels: ``frame_labels(i)`` -> int64 labels, one per ``label_hop`` samples, or None.
         label_hop: samples (at the source rate) per frame label, when there are frame labels.
         utterance_labels: name -> one value per utterance (e.g. ``digit``: ids into ``vocabularies``).
@@ -56,6 +59,16 @@ class Source:
     phone_vocabulary: Optional[list[str]] = None
     vocabularies: dict[str, list[str]] = field(default_factory=dict)
     files: Optional[list[Path]] = None
+    read_blocks: Optional[Callable[[int, int], Iterator[np.ndarray]]] = None
+
+    def blocks(self, index: int, block_samples: int) -> Iterator[np.ndarray]:
+        """Utterance ``index`` as float32 (channels, <= block_samples) blocks at its own rate."""
+        if self.read_blocks is not None:
+            yield from self.read_blocks(index, block_samples)
+            return
+        signal = self.read(index)
+        for start in range(0, signal.shape[-1], block_samples):
+            yield signal[:, start : start + block_samples]
 
     def describe(self, index: int) -> str:
         """Where utterance ``index`` comes from, for error messages: its file, or its id in the dataset."""
@@ -68,7 +81,7 @@ def open_source(path: PathLike) -> Source:
     """Open INPUT: a prepared dataset directory, a folder of audio files, or a text file listing them.
 
     A text list has one audio path per line (relative to the list's folder or absolute); blank lines and
-    lines starting with ``#`` are ignored. Utterance ids are the paths without their extension.
+    lines starting with ``#`` are ignored, and a UTF-8 byte-order mark (Excel's default) is accepted. Utterance ids are the paths without their extension.
 
     Raises:
         DataError: the path does not exist, holds no audio, or an audio file is unreadable.
@@ -90,7 +103,7 @@ def open_source(path: PathLike) -> Source:
         if path.suffix.lower() in AUDIO_EXTENSIONS:
             raise DataError(f"{path} is one audio file; pass its folder, or a text file listing audio files")
         try:
-            lines = path.read_text().splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise DataError(f"cannot read the audio list {path}: {error}") from None
         entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
@@ -125,11 +138,17 @@ def _audio_source(kind: str, path: Path, files: list[Path], ids: list[str]) -> S
         data, _ = read_audio(files[i])  # (T, C) float32; DataError for unreadable, NaN or infinite samples
         return np.ascontiguousarray(data.T)
 
-    return Source(kind=kind, path=path, utterances=utterances, read=read, files=list(files))
+    def read_blocks(i: int, block_samples: int) -> Iterator[np.ndarray]:
+        from cpcaudio.extract.blocks import audio_file_blocks
+
+        return audio_file_blocks(files[i], block_samples, utterances[i].num_samples)
+
+    return Source(kind=kind, path=path, utterances=utterances, read=read, files=list(files), read_blocks=read_blocks)
 
 
 def _prepared_source(path: Path) -> Source:
     from cpcaudio.data import PreparedDataset
+    from cpcaudio.extract.blocks import dataset_blocks
 
     dataset = PreparedDataset.open(path)
     utterances = [
@@ -142,6 +161,7 @@ def _prepared_source(path: Path) -> Source:
         path=path,
         utterances=utterances,
         read=dataset.signal,
+        read_blocks=lambda i, block_samples: dataset_blocks(dataset, i, block_samples),
         frame_labels=dataset.frame_labels if dataset.has_frame_labels else None,
         label_hop=dataset.label_hop,
         utterance_labels=utterance_labels,

@@ -18,8 +18,10 @@ import torch
 
 from cpcaudio.devices import DeviceLike, resolve_device
 from cpcaudio.errors import CheckpointError, UsageError
+from cpcaudio.extract.finite import check_finite_weights
 from cpcaudio.extract.inputs import Source
 from cpcaudio.extract.store import META, OWN_NAMES, PLAN, read_json
+from cpcaudio.locks import LOCK_FILE
 
 PathLike = Union[str, os.PathLike]
 
@@ -60,25 +62,53 @@ def load_model(model_or_checkpoint: Union[PathLike, torch.nn.Module], device: De
         passed in, ``weights_sha256``.
 
     Raises:
-        UsageError: a bad device. CheckpointError: an unreadable checkpoint.
+        UsageError: a bad device. CheckpointError: an unreadable checkpoint, or non-finite weights.
     """
-    from cpcaudio.train.checkpoint import load
-
     if isinstance(model_or_checkpoint, torch.nn.Module):
         model = model_or_checkpoint
         if device is not None:
             model = model.to(resolve_device(device))
+        check_finite_weights(model)
         return model, {"checkpoint": None, "checkpoint_sha256": None, "weights_sha256": _state_dict_sha256(model)}
-    resolved = resolve_device(device)
     path = Path(model_or_checkpoint)
+    model = load_checkpoint_model(path, device)
+    return model, {"checkpoint": str(path.resolve()), "checkpoint_sha256": file_sha256(path)}
+
+
+def load_checkpoint_model(path: PathLike, device: DeviceLike) -> Any:
+    """:func:`cpcaudio.load` of ``path`` onto :func:`~cpcaudio.devices.resolve_device` of ``device``
+    (resolved first, before the file is read), refusing non-finite weights; every failure is one line.
+
+    Raises:
+        UsageError: a bad device. CheckpointError: an unreadable checkpoint (also a file named
+            ``.safetensors`` that is none), or weights that are not all finite (a diverged run).
+    """
+    from cpcaudio.train.checkpoint import load
+
+    resolved = resolve_device(device)
+    path = Path(path)
     try:
         model = load(path, device=resolved)
     except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError, MemoryError) as error:
         # torch.load on a file that is no torch file at all can fail in many ways.
         raise CheckpointError(
-            f"checkpoint {path} is not a torch checkpoint ({type(error).__name__}: {error})"
+            f"checkpoint {path} is not a torch checkpoint ({type(error).__name__}: {_first_line(error)})"
         ) from None
-    return model, {"checkpoint": str(path.resolve()), "checkpoint_sha256": file_sha256(path)}
+    except Exception as error:
+        if not type(error).__module__.startswith("safetensors"):
+            raise
+        # torch.load hands any path ending in .safetensors to the safetensors library.
+        raise CheckpointError(
+            f"checkpoint {path} is named .safetensors but is not a readable safetensors file "
+            f"({_first_line(error)}); pass the .pt checkpoint 'cpcaudio train' wrote, or an intact copy"
+        ) from None
+    check_finite_weights(model, path)
+    return model
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def extraction_request(model_record: dict[str, Any], layer: str, source: Source) -> dict[str, Any]:
@@ -102,9 +132,9 @@ def prepare_out(out: Path, request: dict[str, Any], overwrite: bool) -> str:
     """
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} is a file; pass a directory for the feature store")
-    if not out.exists() or not any(out.iterdir()):
+    names = {p.name for p in out.iterdir()} - {LOCK_FILE} if out.exists() else set()
+    if not names:  # missing, empty, or holding only the (unlocked) lock file of an earlier run
         return "fresh"
-    names = {p.name for p in out.iterdir()}
     if all(name.startswith(".") and name.endswith(".tmp") for name in names):
         for name in names:  # a run killed while writing its first file
             (out / name).unlink()
@@ -115,7 +145,7 @@ def prepare_out(out: Path, request: dict[str, Any], overwrite: bool) -> str:
             f"output {out} exists and is not a cpcaudio feature store; choose a new or empty directory"
         )
     if overwrite:
-        for name in names:
+        for name in names:  # never the lock file: the caller holds it
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink()
         return "fresh"

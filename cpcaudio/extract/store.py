@@ -10,6 +10,7 @@ Layout of a store directory (``cpcaudio extract`` writes it, :class:`FeatureStor
     frame_labels.npy    int64 (total_frames,), one label per feature frame (-1: none); only when the
                         source has frame labels (e.g. phones of a prepared TIMIT dataset)
     npy/<id>.npy        with ``npy=True``: float32 (frames, dim) per utterance
+    .lock               the writer's lock (:func:`cpcaudio.locks.output_lock`): one extraction per store
 
 While a run is in progress the features live in ``features.npy.partial`` and ``progress.json`` records
 how many utterances (in the run's fixed processing order, kept in ``plan.json``) have been flushed to it
@@ -26,6 +27,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from cpcaudio.errors import DataError
+from cpcaudio.locks import LOCK_FILE
 
 PathLike = Union[str, os.PathLike]
 
@@ -34,7 +36,7 @@ STORE_FORMAT_VERSION = 1
 
 META, INDEX, PLAN, PROGRESS = "meta.json", "utterances.json", "plan.json", "progress.json"
 FEATURES, PARTIAL, LABELS, NPY_DIR = "features.npy", "features.npy.partial", "frame_labels.npy", "npy"
-OWN_NAMES = {META, INDEX, PLAN, PROGRESS, FEATURES, PARTIAL, LABELS, NPY_DIR}
+OWN_NAMES = {META, INDEX, PLAN, PROGRESS, FEATURES, PARTIAL, LABELS, NPY_DIR, LOCK_FILE}  # .lock: one writer
 
 
 def read_json(path: Path) -> Any:

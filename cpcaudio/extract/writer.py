@@ -5,6 +5,12 @@ how many utterances (in the run's fixed processing order, kept in ``plan.json``)
 it is rewritten atomically after every batch. An interrupted run therefore resumes at the first batch not
 yet recorded, and no file looks complete before it is: ``features.npy`` appears by a rename once every
 utterance is written, and ``meta.json`` after that (layout: :mod:`cpcaudio.extract.store`).
+
+One extraction writes into a store at a time (:func:`cpcaudio.locks.output_lock`, taken before the folder
+is looked at). Utterances longer than :data:`~cpcaudio.extract.blocks.STREAM_SECONDS` are streamed from
+disk in blocks (:mod:`cpcaudio.extract.blocks`), the others go in padded batches; rows are written with
+``os.pwrite`` (:mod:`cpcaudio.extract.rows`), so memory does not grow with the length of a file or of the
+corpus. Non-finite weights and non-finite features are refused (:mod:`cpcaudio.extract.finite`).
 """
 
 from __future__ import annotations
@@ -24,15 +30,19 @@ import torch
 from cpcaudio.files import atomic_write_bytes
 from cpcaudio.devices import DeviceLike
 from cpcaudio.errors import DataError, UsageError
+from cpcaudio.extract.blocks import BLOCK_SECONDS, STREAM_SECONDS, can_stream, stream_utterance
 from cpcaudio.extract.chunks import chunk_samples_for
 from cpcaudio.extract.features import LAYERS, extract
+from cpcaudio.extract.finite import NonFiniteFeaturesError, check_finite_features
 from cpcaudio.extract.inputs import PathLike, Source, open_source
 from cpcaudio.extract.labels import store_frame_labels
 from cpcaudio.extract.request import extraction_request, load_model, prepare_out
 from cpcaudio.extract.resampling import resample, resampled_length
+from cpcaudio.extract.rows import FeatureRows, export_npy, reserve
 from cpcaudio.extract.store import (
     FEATURES, INDEX, LABELS, META, PARTIAL, PLAN, PROGRESS, STORE_FORMAT, STORE_FORMAT_VERSION, npy_path, read_json,
 )
+from cpcaudio.locks import output_lock
 from cpcaudio.progress import Progress, ProgressCallback, report
 from cpcaudio.resources import check_output_dir
 
@@ -93,6 +103,7 @@ def extract_to_store(
     chunk_seconds: Optional[float] = None,
     progress: Optional[ProgressCallback] = None,
     command: Optional[str] = None,
+    stream_seconds: Optional[float] = None,
 ) -> ExtractionSummary:
     """Extract features of every utterance of ``input`` into a resumable, memory-mapped store at ``out``.
 
@@ -111,15 +122,20 @@ def extract_to_store(
         overwrite: delete an existing store at ``out`` first.
         chunk_seconds: chunk length for long utterances (does not change the result).
         progress: receives ``Progress(stage="extract", done, total, unit="utt")`` when a run starts and
-            after each batch is safely written.
+            after each batch is safely written (and, with an ``audio`` field, after each block of a
+            streamed utterance).
         command: the command line to record in meta.json.
+        stream_seconds: utterances longer than this are streamed from disk in blocks, in constant memory
+            (None: :data:`~cpcaudio.extract.blocks.STREAM_SECONDS`; 0: every utterance); the result is
+            the same. Never for ``normalization: layer`` models, which need the whole signal.
 
     Returns:
         :class:`ExtractionSummary`.
 
     Raises:
-        UsageError: bad layer / batch size / device, or ``out`` holds something else.
-        DataError, CheckpointError: unreadable input or checkpoint.
+        UsageError: bad layer / batch size / device, ``out`` holds something else, or another process is
+            writing into ``out`` (:class:`~cpcaudio.locks.OutputLockedError`, naming its pid).
+        DataError, CheckpointError: unreadable input or checkpoint, non-finite weights or features.
     """
     if layer not in LAYERS:
         raise UsageError(f"layer must be one of {', '.join(LAYERS)}; got {layer!r}")
@@ -133,6 +149,45 @@ def extract_to_store(
     request = extraction_request(model_record, layer, source)
     audio_seconds = float(sum(u.num_samples / u.sample_rate for u in source.utterances))
     check_output_dir(out, "feature store directory")
+    if stream_seconds is not None and not stream_seconds >= 0:
+        raise UsageError(f"stream_seconds must be >= 0, got {stream_seconds}")
+    limit = STREAM_SECONDS if stream_seconds is None else stream_seconds
+    streamed = {i for i, n in enumerate(layout.model_samples) if n > limit * model.config.data.sample_rate}
+    run = _Run(out, model, source, layout, layer, batch_size, chunk_seconds, progress,
+               streamed if can_stream(model) else set(), _model_name(model_or_checkpoint))
+    created = not out.exists()
+    with output_lock(out, "extract") as lock:  # before OUT is looked at: one writer per store
+        try:
+            return _extract_locked(run, request, overwrite, npy, model_record, audio_seconds, command, started)
+        except BaseException:
+            if created and {p.name for p in out.iterdir()} == {lock.name}:  # refused before writing anything:
+                lock.unlink()  # leave no folder behind (still locked: a writer that
+                out.rmdir()  # opened this lock file meanwhile was refused)
+            raise
+
+
+@dataclass
+class _Run:
+    """What every step of one extraction needs."""
+
+    out: Path
+    model: Any
+    source: Source
+    layout: _Layout
+    layer: str
+    batch_size: int
+    chunk_seconds: Optional[float]
+    progress: Optional[ProgressCallback]
+    streamed: set[int]  # utterances extracted block by block
+    model_name: str  # for error messages
+
+
+def _extract_locked(
+    run: _Run, request: dict[str, Any], overwrite: bool, npy: bool, model_record: dict[str, Any],
+    audio_seconds: float, command: Optional[str], started: float,
+) -> ExtractionSummary:
+    """The extraction, holding OUT's lock."""
+    out, model, source, layout, layer = run.out, run.model, run.source, run.layout, run.layer
     state = prepare_out(out, request, overwrite)
     if state == "complete":
         (out / PROGRESS).unlink(missing_ok=True)
@@ -141,7 +196,7 @@ def extract_to_store(
         return ExtractionSummary(out, len(source.utterances), layout.total_frames, layout.dim, audio_seconds,
                                  len(source.utterances), 0, time.perf_counter() - started, already_complete=True,
                                  npy_files_written=written)
-    _check_resources(model, out, layout, batch_size, chunk_seconds, npy)
+    _check_resources(run, npy)
     out.mkdir(parents=True, exist_ok=True)
     if state == "resume" and not (out / PROGRESS).is_file():
         state = "fresh"  # interrupted while setting up: set up again
@@ -151,7 +206,7 @@ def extract_to_store(
     completed = int(read_json(out / PROGRESS)["completed"]) if (out / PROGRESS).is_file() else len(order)
     resumed_from = completed
     if completed < len(order):
-        _extract_remaining(out, model, source, layout, layer, order, completed, batch_size, chunk_seconds, progress)
+        _extract_remaining(run, order, completed)
     written = 0
     if npy:  # from the flushed features; files already there (an interrupted export) are kept
         written = _export_npy(out, PARTIAL if (out / PARTIAL).exists() else FEATURES, source, layout)
@@ -181,6 +236,12 @@ def extract_to_store(
     (out / PLAN).unlink(missing_ok=True)
     return ExtractionSummary(out, len(source.utterances), layout.total_frames, layout.dim, audio_seconds, resumed_from,
                              len(order) - resumed_from, time.perf_counter() - started, npy_files_written=written)
+
+
+def _model_name(model_or_checkpoint: Any) -> str:
+    if isinstance(model_or_checkpoint, torch.nn.Module):
+        return "the model given"
+    return f"checkpoint {model_or_checkpoint}"
 
 
 def _plan_layout(model: Any, source: Source, layer: str) -> _Layout:
@@ -221,18 +282,20 @@ def _check_lengths(model: Any, source: Source, model_samples: Sequence[int]) -> 
             )
 
 
-def _check_resources(
-    model: Any, out: Path, layout: _Layout, batch_size: int, chunk_seconds: Optional[float], npy: bool
-) -> None:
-    """Memory of the largest batch and disk for the features (what is not written yet), before any work."""
+def _check_resources(run: _Run, npy: bool) -> None:
+    """Memory of the largest batch and disk for the features (what is not written yet), before any work.
+    A streamed utterance counts as one block of it."""
     from cpcaudio.resources import check_disk_space, check_extraction_fits
 
+    model, out, layout = run.model, run.out, run.layout
     if not layout.model_samples:
         return
     config = model.config
-    chunk_samples = chunk_samples_for(chunk_seconds, config.data.sample_rate, model.encoder.geometry)
+    chunk_samples = chunk_samples_for(run.chunk_seconds, config.data.sample_rate, model.encoder.geometry)
     device = next(model.parameters()).device
-    longest, batch = max(layout.model_samples), min(batch_size, len(layout.model_samples))
+    block = int(BLOCK_SECONDS * config.data.sample_rate) + model.encoder.geometry.receptive_field
+    lengths = [min(n, block) if i in run.streamed else n for i, n in enumerate(layout.model_samples)]
+    longest, batch = max(lengths), min(run.batch_size, len(lengths))
     check_extraction_fits(config, longest, batch, device, chunk_samples)
     total_frames, dim = layout.total_frames, layout.dim
     needed = total_frames * dim * 4 * (2 if npy else 1) + total_frames * 8  # features (+ .npy copies), labels
@@ -268,44 +331,64 @@ def _set_up(out: Path, request: dict[str, Any], model: Any, source: Source, layo
     if layout.total_frames:
         shape = (layout.total_frames, layout.dim)
         np.lib.format.open_memmap(out / PARTIAL, mode="w+", dtype=np.float32, shape=shape).flush()
-        _reserve(out / PARTIAL)
+        reserve(out / PARTIAL)
     else:  # numpy cannot memory-map an empty array
         _write_npy(out / PARTIAL, np.zeros((0, layout.dim), dtype=np.float32))
     _write_json(out / PROGRESS, {"completed": 0})
 
 
-def _extract_remaining(
-    out: Path,
-    model: Any,
-    source: Source,
-    layout: _Layout,
-    layer: str,
-    order: list[int],
-    completed: int,
-    batch_size: int,
-    chunk_seconds: Optional[float],
-    progress: Optional[ProgressCallback],
-) -> None:
+def _extract_remaining(run: _Run, order: list[int], completed: int) -> None:
     """Extract ``order[completed:]`` batch by batch into features.npy.partial, recording each batch."""
-    features = np.load(out / PARTIAL, mmap_mode="r+") if layout.total_frames else None
+    out, progress = run.out, run.progress
+    rows = FeatureRows(out / PARTIAL) if run.layout.total_frames else None
     report(progress, Progress("extract", done=completed, total=len(order), unit="utt"))
-    while completed < len(order):
-        batch = order[completed : completed + batch_size]
-        try:
-            _extract_batch(
-                model, source, batch, layer, chunk_seconds, features, layout.frame_offsets, layout.frame_lengths
-            )
-        except DataError as error:
-            raise DataError(
-                f"{error}. The {completed} utterances extracted before it are kept in {out} (unfinished): "
-                "rerun the same command once the file is replaced, or add --overwrite once it is removed"
-            ) from None
-        if features is not None:
-            features.flush()
-        completed += len(batch)
-        _write_json(out / PROGRESS, {"completed": completed})
-        report(progress, Progress("extract", done=completed, total=len(order), unit="utt"))
-    del features
+    try:
+        while completed < len(order):
+            batch = [order[completed]]  # a streamed utterance alone; else a batch of the next ones (up to
+            while len(batch) < run.batch_size and completed + len(batch) < len(order):  # the next streamed one)
+                if batch[0] in run.streamed or order[completed + len(batch)] in run.streamed:
+                    break
+                batch.append(order[completed + len(batch)])
+            try:
+                if batch[0] in run.streamed:
+                    _stream_one(run, batch[0], rows, completed, len(order))
+                else:
+                    _extract_batch(
+                        run.model, run.source, batch, run.layer, run.chunk_seconds, rows, run.layout.frame_offsets,
+                        run.layout.frame_lengths, run.model_name,
+                    )
+            except NonFiniteFeaturesError:
+                raise
+            except DataError as error:
+                raise DataError(
+                    f"{error}. The {completed} utterances extracted before it are kept in {out} (unfinished): "
+                    "rerun the same command once the file is replaced, or add --overwrite once it is removed"
+                ) from None
+            if rows is not None:
+                rows.sync()
+            completed += len(batch)
+            _write_json(out / PROGRESS, {"completed": completed})
+            report(progress, Progress("extract", done=completed, total=len(order), unit="utt"))
+    finally:
+        if rows is not None:
+            rows.close()
+
+
+def _stream_one(run: _Run, index: int, rows: Optional[FeatureRows], completed: int, total: int) -> None:
+    """Utterance ``index`` block by block (:func:`cpcaudio.extract.blocks.stream_utterance`)."""
+    first = int(run.layout.frame_offsets[index])
+    rate = run.model.config.data.sample_rate
+
+    def write(offset: int, frames: np.ndarray) -> None:
+        if rows is not None:
+            rows.write(first + offset, frames)
+
+    def on_block(done: int, samples: int) -> None:
+        audio = f"{done / rate / 60:.1f}/{samples / rate / 60:.1f} min"
+        report(run.progress, Progress("extract", done=completed, total=total, unit="utt", fields={"audio": audio}))
+
+    stream_utterance(run.model, run.source, index, run.layer, int(run.layout.frame_lengths[index]), write,
+                     run.model_name, on_block)
 
 
 def _extract_batch(
@@ -314,11 +397,12 @@ def _extract_batch(
     batch: Sequence[int],
     layer: str,
     chunk_seconds: Optional[float],
-    features: Optional[np.ndarray],
+    rows: Optional[FeatureRows],
     frame_offsets: np.ndarray,
     frame_lengths: np.ndarray,
+    model_name: str = "the model",
 ) -> None:
-    """Extract the utterances ``batch`` (indices into ``source``) into their rows of ``features``."""
+    """Extract the utterances ``batch`` (indices into ``source``) into their rows of the features file."""
     model_rate = model.config.data.sample_rate
     signals = []
     for i in batch:
@@ -331,46 +415,22 @@ def _extract_batch(
     padded = np.zeros((len(signals), signals[0].shape[0], max(lengths)), dtype=np.float32)
     for row, signal in enumerate(signals):
         padded[row, :, : signal.shape[-1]] = signal
+    del signals
     result = extract(model, padded, model_rate, layer=layer, lengths=lengths, chunk_seconds=chunk_seconds)
     frames = result.frames.numpy()  # (B, frames, dim)
     for row, i in enumerate(batch):
         count = int(frame_lengths[i])
         assert int(result.frame_lengths[row]) == count, (i, int(result.frame_lengths[row]), count)
-        if features is not None and count:
-            features[frame_offsets[i] : frame_offsets[i] + count] = frames[row, :count]
+        check_finite_features(frames[row, :count], source.describe(i), model_name)
+        if rows is not None and count:
+            rows.write(int(frame_offsets[i]), frames[row, :count])
 
 
 def _export_npy(out: Path, name: str, source: Source, layout: _Layout) -> int:
     """Write ``npy/<id>.npy`` (frames, dim) from the features file ``out/name`` for every utterance that
-    has none yet (atomically); returns how many were written."""
-    features = np.load(out / name, mmap_mode="r") if layout.total_frames else None
-    written = 0
-    for i, utterance in enumerate(source.utterances):
-        target = npy_path(out, utterance.id)
-        if target.is_file():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        offset, count = int(layout.frame_offsets[i]), int(layout.frame_lengths[i])
-        rows = features[offset : offset + count] if features is not None else np.zeros((0, layout.dim), np.float32)
-        _write_npy(target, np.ascontiguousarray(rows))
-        written += 1
-    return written
-
-
-def _reserve(path: Path) -> None:
-    """Allocate the disk blocks of a freshly created (sparse) memory-mapped file, so that a full disk is
-    an error now rather than a crash (SIGBUS) when a page is written through the memory map later."""
-    from cpcaudio.resources import disk_full_error, is_disk_full
-
-    if not hasattr(os, "posix_fallocate"):
-        return
-    with open(path, "r+b") as file:
-        try:
-            os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
-        except OSError as error:
-            if is_disk_full(error):
-                raise disk_full_error(path.parent, error, "the feature store") from None
-            # EINVAL/EOPNOTSUPP: the file system cannot reserve space; carry on without.
+    has none yet (atomically, copied in blocks); returns how many were written."""
+    targets = [npy_path(out, u.id) for u in source.utterances]
+    return export_npy(out / name, targets, layout.frame_offsets, layout.frame_lengths, layout.dim)
 
 
 def _write_json(path: Path, data: Any) -> None:

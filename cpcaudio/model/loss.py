@@ -114,7 +114,10 @@ def choose_scoring_path(pool_size: int, num_candidates: int, device: torch.devic
     return "sampled" if pool_size / max(num_candidates, 1) > threshold else "pool"
 
 
-def _resolve_path(path: Optional[str], mode: str, batch: int, frames: int, candidates: int, device: torch.device) -> str:
+def _resolve_path(
+    path: Optional[str], mode: str, batch: int, frames: int, candidates: int, device: torch.device
+) -> str:
+    """``path`` if given, else the cheaper path for ``mode``'s pool (B*T frames, or T per sequence)."""
     _check_path(path)
     if path is not None:
         return path
@@ -161,22 +164,23 @@ def _score_steps(
         pool: ``batch`` or ``sequence`` (the pool the negatives come from); path: ``pool`` or ``sampled``.
 
     Returns:
-        (B, T, K, 1 + N). Steps are computed one at a time and joined by ``stack``, so autograd never
-        allocates (B, T, K, ...)-sized zero tensors per step.
+        (B, T, K, 1 + N) (a permuted view for the ``batch`` pool and the sampled path). Steps are computed
+        one at a time and joined by ``stack``, so autograd never allocates (B, T, K, ...)-sized zero
+        tensors per step.
     """
     batch, frames, steps, per_row = candidates.shape
     per_step = []
-    if path == "sampled":
-        flat = candidates.reshape(batch * frames, steps, per_row)
+    if path == "sampled" or pool == "batch":
+        # (K, B*T, 1+N): one contiguous slice per step, and step-major results whose gradients are too.
+        by_step = candidates.reshape(batch * frames, steps, per_row).transpose(0, 1).contiguous()
         for step in range(steps):
-            per_step.append(sampled_scores(queries[step], keys[step], flat[:, step]))  # (B*T, 1+N)
-        return torch.stack(per_step, dim=1).view(batch, frames, steps, per_row)
-    if pool == "batch":
-        flat = candidates.reshape(batch * frames, steps, per_row)
-        for step in range(steps):
-            scores = linear(queries[step], keys[step])  # (B*T, B*T) = Q_k @ K_k^T
-            per_step.append(scores.gather(1, flat[:, step]))  # (B*T, 1+N)
-        return torch.stack(per_step, dim=1).view(batch, frames, steps, per_row)
+            if path == "sampled":
+                per_step.append(sampled_scores(queries[step], keys[step], by_step[step]))  # (B*T, 1+N)
+            else:
+                scores = linear(queries[step], keys[step])  # (B*T, B*T) = Q_k @ K_k^T
+                per_step.append(scores.gather(1, by_step[step]))  # (B*T, 1+N)
+        stacked = torch.stack(per_step, dim=0).view(steps, batch, frames, per_row)  # (K, B, T, 1+N)
+        return stacked.permute(1, 2, 0, 3)  # (B, T, K, 1+N) view
     offsets = (torch.arange(batch, device=candidates.device) * frames).view(-1, 1, 1, 1)
     local = candidates - offsets  # (B, T, K, 1+N), frames within the sequence
     for step in range(steps):

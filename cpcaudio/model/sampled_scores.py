@@ -50,14 +50,15 @@ def channel_blocks(pool_rows: int, dim: int, itemsize: int, budget: int = POOL_B
         budget: bytes one block may take.
 
     Returns:
-        Contiguous slices covering ``range(dim)``, of equal width (a multiple of 16 channels, at least
-        ``MIN_BLOCK_WIDTH``) except the last; one slice of everything when the pool fits.
+        Contiguous slices covering ``range(dim)``, all but the last starting at multiples of 16 channels,
+        none narrower than ``MIN_BLOCK_WIDTH`` (so the budget is a target, not a bound, for huge pools);
+        one slice of everything when the pool fits.
     """
-    if pool_rows * dim * itemsize <= budget or dim <= MIN_BLOCK_WIDTH:
+    blocks = min(-(-pool_rows * dim * itemsize // budget), dim // MIN_BLOCK_WIDTH)
+    if blocks <= 1:
         return [slice(0, dim)]
-    blocks = -(-pool_rows * dim * itemsize // budget)
-    width = max(MIN_BLOCK_WIDTH, 16 * -(-dim // (16 * blocks)))
-    return [slice(start, min(start + width, dim)) for start in range(0, dim, width)]
+    bounds = [16 * ((index * dim // blocks) // 16) for index in range(blocks)] + [dim]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
 
 
 def _blocks_of(pool: torch.Tensor) -> list[slice]:

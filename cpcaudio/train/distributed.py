@@ -37,6 +37,7 @@ class DistributedContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     owns_process_group: bool = False
+    control_group: Any = None  # a gloo group for host-side flags (see agree_max), made by open_control_group
 
     @property
     def is_main(self) -> bool:
@@ -116,3 +117,29 @@ def barrier(context: DistributedContext) -> None:
     """Wait for every process (no-op for one)."""
     if context.is_distributed:
         dist.barrier()
+
+
+def open_control_group(context: DistributedContext) -> None:
+    """Give ``context`` a process group for the small host-side agreements of :func:`agree_max`.
+
+    Under gloo that is the default group; under nccl a gloo group is created, so that agreeing on a flag
+    (stop now? save now?) after every step never waits for the GPU. Every rank must call this at the
+    same point. No-op for one process or when the group exists.
+    """
+    if not context.is_distributed or context.control_group is not None:
+        return
+    context.control_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+
+def agree_max(values: list[int], context: DistributedContext) -> list[int]:
+    """The element-wise maximum of ``values`` over all processes (``values`` for one process).
+
+    The values travel as a CPU tensor over the control group (:func:`open_control_group`), so ranks agree
+    on a decision taken from host state, such as a signal one of them received.
+    """
+    if not context.is_distributed:
+        return list(values)
+    open_control_group(context)
+    tensor = torch.tensor(values, dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=context.control_group)
+    return [int(v) for v in tensor.tolist()]

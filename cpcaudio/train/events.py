@@ -155,6 +155,7 @@ def _start_line(info: dict[str, Any]) -> str:
         f"({info['precision']}), {info['train_utterances']} training utterances, validation on "
         f"'{info['validation_split']}' ({info['validation_utterances']}); steps "
         f"{info['start_step']} -> {info['max_steps']}, {info['audio_seconds_per_step']:.1f} s of audio per step"
+        + (f" ({info['padding']:.0%} of the window samples are padding)" if info.get("padding", 0) >= 0.005 else "")
     )
 
 

@@ -17,13 +17,21 @@ per-rank batch; set ``train.sync_batch_norm = true`` to convert to :class:`torch
 (statistics over all ranks; CUDA).
 
 Exact resume: see :mod:`cpcaudio.train.resume`; validation: see :mod:`cpcaudio.train.validation`.
+
+Early stops: SIGINT/SIGTERM write ``last.pt`` at the step reached and raise
+:class:`~cpcaudio.errors.TrainingInterrupted`; a NaN or infinite loss, gradient or weight raises
+:class:`~cpcaudio.errors.DivergenceError` before anything non-finite is saved (see
+:mod:`cpcaudio.train.guards`). ``last.pt`` is also written every ``train.checkpoint_minutes``, so a kill
+-9 loses at most that much work. Rank 0 holds the run directory's writer lock (:mod:`cpcaudio.locks`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Collection, Iterator
@@ -35,31 +43,45 @@ from torch import nn
 
 from cpcaudio.config import CPCConfig
 from cpcaudio.devices import DeviceLike
-from cpcaudio.errors import ConfigError
+from cpcaudio.errors import ConfigError, DivergenceError, TrainingInterrupted
 from cpcaudio.model import CPCModel
 from cpcaudio.train import plan
-from cpcaudio.train.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
+from cpcaudio.train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from cpcaudio.train.distributed import (
+    DistributedContext,
+    agree_max,
+    all_gather_objects,
+    barrier,
+    init_distributed,
+    open_control_group,
+    teardown,
 )
-from cpcaudio.train.distributed import DistributedContext, all_gather_objects, barrier, init_distributed, teardown
 from cpcaudio.train.events import TrainEvent, TrainEventCallback, TrainSummary
+from cpcaudio.train.guards import (
+    Health,
+    StopRequest,
+    continue_hint,
+    divergence_message,
+    interrupted_message,
+    stop_request,
+)
 from cpcaudio.train.metrics import Interval, MetricsLog
 from cpcaudio.train.optim import build_optimizer, build_scheduler
 from cpcaudio.train.resume import (
     DATASET_KEYS,
     continue_sampler,
     match_dataset,
+    plain_rng_state,
     restore_training_state,
     resumed_config,
+    training_payload,
 )
 from cpcaudio.train.run_dir import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
     claim_run_dir,
     resumable_checkpoint,
+    run_dir_lock,
     write_run_description,
 )
 from cpcaudio.train.seeding import RESHARD_STREAM, initial_model, negative_generator, negative_seed
@@ -92,7 +114,7 @@ def train(
         config: the configuration (default: the paper's, with sample rate and channels from the data).
             When resuming, None means the checkpoint's; a given config may differ from the checkpoint's
             only in :data:`cpcaudio.train.RESUMABLE_KEYS` (e.g. a larger ``train.max_steps``).
-        resume: continue from ``out_dir/last.pt`` (a new run starts if there is none yet).
+        resume: continue from ``out_dir/last.pt`` (a new run starts if there is none yet, and says so).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; default CUDA, then MPS, then CPU.
         progress: called with a :class:`TrainEvent` after every step, validation and checkpoint (rank 0);
             :func:`cpcaudio.train.forward_progress` adapts a :class:`cpcaudio.progress.Progress` callback.
@@ -106,16 +128,21 @@ def train(
         A :class:`TrainSummary`.
 
     Raises:
-        UsageError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set; bad device.
+        UsageError: ``out_dir`` holds a run (or files that are not a run's) and neither ``resume`` nor
+            ``overwrite`` is set; another process writes there (``OutputLockedError``); bad device.
         ConfigError: the config contradicts the dataset or the checkpoint being resumed.
         DataError: the dataset is unreadable or a split is empty.
         CheckpointError: ``last.pt`` cannot be loaded.
+        DivergenceError: the loss, gradients or weights became NaN or infinite (nothing non-finite saved).
+        TrainingInterrupted: SIGINT or SIGTERM arrived; ``last.pt`` holds the step reached.
     """
     context = init_distributed(device)
     try:
-        trainer = _Trainer(dataset_path, out_dir, context, progress, command)
-        trainer.prepare(config, resume, overwrite, explicit_keys, resume_record)
-        summary = trainer.run()
+        with stop_request() as stop:
+            trainer = _Trainer(dataset_path, out_dir, context, progress, command, stop)
+            with run_dir_lock(trainer.out_dir, context):
+                trainer.prepare(config, resume, overwrite, explicit_keys, resume_record)
+                summary = trainer.run()
         # Leave together: a rank that destroys its gloo group while a peer still talks to it can make the
         # peer abort at exit ("terminate called without an active exception"). Only on success: after an
         # error a peer may never arrive.
@@ -135,6 +162,7 @@ class _Trainer:
         context: DistributedContext,
         progress: Optional[TrainEventCallback],
         command: Optional[str],
+        stop: StopRequest,
     ) -> None:
         from cpcaudio.data import PreparedDataset
         from cpcaudio.resources import check_output_dir
@@ -149,6 +177,9 @@ class _Trainer:
         self.command = command if command is not None else shlex.join(sys.argv)
         self.record: Optional[dict[str, Any]] = None
         self.ddp: Optional[nn.Module] = None
+        self.stop = stop
+        self.notes: list[str] = []  # shown before the start line
+        self.saved_step: Optional[int] = None  # step of the run's last.pt (written or resumed from)
 
     def prepare(
         self,
@@ -168,6 +199,10 @@ class _Trainer:
         else:
             claim_run_dir(self.out_dir, overwrite, self.context.is_main)
             barrier(self.context)
+            if resume:
+                self.notes.append(
+                    f"--resume: {self.out_dir} holds no run yet (no {LAST_CHECKPOINT}); starting a new run at step 0"
+                )
         config = config if config is not None else CPCConfig()
         self.config = match_dataset(
             config, self.dataset.sample_rate, self.dataset.num_channels, explicit_keys
@@ -185,6 +220,7 @@ class _Trainer:
     # ---- the run --------------------------------------------------------------------------------------
     def run(self) -> TrainSummary:
         config, context, device = self.config, self.context, self.device
+        open_control_group(context)
         model = initial_model(config)
         plan.check_window(config, model.num_frames(config.data.window_size))
         if config.train.sync_batch_norm and context.is_distributed:
@@ -204,6 +240,7 @@ class _Trainer:
                 self.record, self.out_dir / LAST_CHECKPOINT, self.dataset_path, len(self.dataset),
                 model, optimizer, scheduler, scaler,
             )  # fmt: skip
+            self.saved_step = start_step
             resumed_from = self.out_dir / LAST_CHECKPOINT
             self._emit("message", start_step, message=f"resuming from {resumed_from} at step {start_step}")
         sampler = self._train_sampler(start_step)
@@ -221,65 +258,89 @@ class _Trainer:
         if context.is_main:
             write_run_description(self.out_dir, config, self.command)
             log = MetricsLog(self.out_dir, start_step)
-        self._emit("start", start_step, self._start_metrics(model, start_step, autocast_dtype))
+        padding = plan.padding_share(self.dataset, config)
+        warning = plan.padding_warning(self.dataset, config, padding)
+        for note in self.notes + ([warning] if warning else []):
+            self._emit("message", start_step, message=note)
+        started = plan.start_metrics(
+            self.dataset, config, context, model, start_step, self.max_steps, autocast_dtype,
+            self.validation_split, padding,
+        )  # fmt: skip
+        self._emit("start", start_step, started)
 
         summary = TrainSummary(
-            out_dir=self.out_dir,
-            start_step=start_step,
-            steps=start_step,
-            max_steps=self.max_steps,
-            world_size=context.world_size,
-            device=str(device),
-            is_main=context.is_main,
-        )
+            out_dir=self.out_dir, start_step=start_step, steps=start_step, max_steps=self.max_steps,
+            world_size=context.world_size, device=str(device), is_main=context.is_main,
+        )  # fmt: skip
         if best:
             summary.best_step = best["step"]
             summary.best_validation_loss = best["loss"]
             summary.best_validation_accuracy = best["accuracy"]
         if start_step >= self.max_steps:
-            self._emit(
-                "message",
-                start_step,
-                message=f"the run is already at step {start_step} of {self.max_steps}; raise train.max_steps "
-                "(--steps) to train further",
-            )
+            self._emit("message", start_step, message=f"the run is already at step {start_step} of {self.max_steps}; "
+                       "raise train.max_steps (--steps) to train further")  # fmt: skip
         interval = Interval(config.predictor.num_steps, device)
+        health = Health(device, gradients_may_overflow=scaler.is_enabled())
         checkpoint_every = config.train.checkpoint_every or config.train.validate_every
+        checkpoint_seconds = 60.0 * config.train.checkpoint_minutes
+        check_every_step = device.type == "cpu"  # reading the health flag costs nothing there
+        last_save = time.monotonic()
         try:
+            if self._agreed_signal()[0]:  # asked to stop during set-up: nothing new to save
+                raise self._interrupted(start_step, start_step)
             for step in range(start_step + 1, self.max_steps + 1):
                 began = time.perf_counter()
-                self._train_step(network, model, optimizer, scheduler, scaler, batches, step, autocast_dtype, interval)
+                loss, grad_norm = self._train_step(
+                    network, model, optimizer, scheduler, scaler, batches, step, autocast_dtype, interval
+                )
+                health.observe(step, loss, grad_norm)
                 interval.seconds += time.perf_counter() - began
-                metrics: dict[str, Any] = {}
-                if step % config.train.log_every == 0 or step == self.max_steps:
-                    metrics = self._log_interval(interval, step, optimizer, summary, log)
-                self._emit("step", step, metrics)
+                clock_due = checkpoint_seconds > 0 and time.monotonic() - last_save >= checkpoint_seconds
+                signum, due = self._agreed_signal(clock_due)
+                logged = step % config.train.log_every == 0 or step == self.max_steps
                 validated = step % config.train.validate_every == 0 or step == self.max_steps
+                saving = validated or step % checkpoint_every == 0 or bool(due) or bool(signum)
+                metrics: dict[str, Any] = {}
+                if logged:
+                    metrics = self._log_interval(interval, step, optimizer, summary, log)
+                if logged or saving or check_every_step:
+                    self._check_health(health, step, model)
+                self._emit("step", step, metrics)
                 if validated:
                     validation_batches = plan.window_sampler(
                         self.dataset, config, self.validation_split, config.train.seed, 0, 1
                     )
                     record = validate(model, validation_batches, config, context, step, autocast_dtype)
-                    summary.last_validation = record
-                    improved = not best or record["loss"] < best["loss"]
+                    diverged = not math.isfinite(record["loss"])
+                    improved = not diverged and (not best or record["loss"] < best["loss"])
                     record["best"] = improved
+                    if log is not None:
+                        log.write(record)
+                    self._emit("validation", step, record)
+                    if diverged:
+                        raise self._diverged(step, 4)
+                    summary.last_validation = record
                     if improved:
                         best = {"step": step, "loss": record["loss"], "accuracy": record["accuracy"]}
                         summary.best_step, summary.best_validation_loss = step, record["loss"]
                         summary.best_validation_accuracy = record["accuracy"]
-                    if log is not None:
-                        log.write(record)
-                    self._emit("validation", step, record)
-                if validated or step % checkpoint_every == 0:
+                if signum:
+                    name = signal.Signals(signum).name
+                    self._emit("message", step, message=f"{name} received: saving last.pt at step {step}")
+                if saving:
                     paths = self._save(
                         model, optimizer, scheduler, scaler, sampler, step, best, summary.last_validation,
                         save_best=validated and best.get("step") == step,
                     )
+                    last_save, self.saved_step = time.monotonic(), step
                     if context.is_main:
                         summary.last_checkpoint = paths[0]
                         if paths[1] is not None:
                             summary.best_checkpoint = paths[1]
                 summary.steps = step
+                if signum and step < self.max_steps:  # (at the last step the run is complete anyway)
+                    barrier(context)  # every rank has its state saved before any leaves
+                    raise self._interrupted(step, start_step, signum)
         finally:
             if log is not None:
                 log.close()
@@ -294,6 +355,30 @@ class _Trainer:
         self._emit("end", summary.steps, summary.to_dict())
         return summary
 
+    # ---- early stops ----------------------------------------------------------------------------------
+    def _agreed_signal(self, checkpoint_due: bool = False) -> tuple[int, int]:
+        """(the stop signal any rank received or 0, whether rank 0's checkpoint clock is due), agreed."""
+        due = int(checkpoint_due and self.context.is_main)
+        signum, due = agree_max([int(self.stop.signum or 0), due], self.context)
+        return signum, due
+
+    def _check_health(self, health: Health, step: int, model: CPCModel) -> None:
+        """Raise :class:`DivergenceError` on every rank when any rank saw a non-finite value."""
+        found = health.check(step, model, self.context)
+        if found is not None:
+            raise self._diverged(*found)
+
+    def _diverged(self, step: int, what: int) -> DivergenceError:
+        rate, default = self.config.optim.learning_rate, type(self.config.optim)().learning_rate
+        return DivergenceError(divergence_message(step, what, rate, self.out_dir, self.saved_step, default))
+
+    def _interrupted(self, step: int, start_step: int, signum: int = 0) -> TrainingInterrupted:
+        signum = signum or self.stop.signum or int(signal.SIGINT)
+        name = signal.Signals(signum).name
+        last = self.out_dir / LAST_CHECKPOINT if self.saved_step is not None else None
+        hint = continue_hint(self.command, self.context.world_size)
+        return TrainingInterrupted(interrupted_message(name, step, start_step, self.max_steps, last, hint), signum)
+
     def _train_step(
         self,
         network: nn.Module,
@@ -305,31 +390,36 @@ class _Trainer:
         step: int,
         autocast_dtype: Optional[torch.dtype],
         interval: Interval,
-    ) -> None:
-        """One optimiser step over ``optim.accumulate`` micro-batches."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step over ``optim.accumulate`` micro-batches; returns (its loss summed over the
+        micro-batches, the gradient norm before clipping), both on the device."""
         config, context, device = self.config, self.context, self.device
         accumulate = config.optim.accumulate
         network.train()
         optimizer.zero_grad(set_to_none=True)
+        step_loss = torch.zeros((), device=device)
         for micro_step in range(accumulate):
             batch = next(batches)
-            signal = batch.signal.to(device, non_blocking=True)  # (B, C, window)
+            signal_batch = batch.signal.to(device, non_blocking=True)  # (B, C, window)
             lengths = batch.lengths.to(device, non_blocking=True)  # (B,)
             generator = negative_generator(negative_seed(config.train.seed, context.rank, step, micro_step), device)
             last_micro = micro_step == accumulate - 1
             synchronise = contextlib.nullcontext() if last_micro or self.ddp is None else self.ddp.no_sync()
             with synchronise:
                 with plan.autocast(device, autocast_dtype):
-                    output = network(signal, lengths, generator=generator)
+                    output = network(signal_batch, lengths, generator=generator)
                 scaler.scale(output.loss / accumulate).backward()
+            step_loss = step_loss + output.loss.detach().float()
             interval.add(output, batch.lengths, config.data.sample_rate, accumulate)
         if scaler.is_enabled():
             scaler.unscale_(optimizer)
         max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
-        interval.grad_norm += torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).detach().float()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).detach().float()
+        interval.grad_norm += grad_norm
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        return step_loss, grad_norm
 
     def _log_interval(
         self,
@@ -363,29 +453,14 @@ class _Trainer:
     ) -> tuple[Optional[Path], Optional[Path]]:
         """Gather every rank's sampler and RNG state; rank 0 writes ``best.pt`` (if ``save_best``) then ``last.pt``."""
         states = all_gather_objects(
-            {"sampler": sampler.state_dict(), "rng": _plain_rng_state(self.device)}, self.context
+            {"sampler": sampler.state_dict(), "rng": plain_rng_state(self.device)}, self.context
         )
         if not self.context.is_main:
             return None, None
-        payload = {
-            "config": self.config.to_dict(),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "step": step,
-            "world_size": self.context.world_size,
-            "sampler": [state["sampler"] for state in states],
-            "rng": [state["rng"] for state in states],
-            "best": dict(best),
-            "validation": None if validation is None else {k: v for k, v in validation.items() if k != "kind"},
-            "dataset": {
-                "path": str(self.dataset_path),
-                "num_utterances": len(self.dataset),
-                "sample_rate": int(self.dataset.sample_rate),
-                "num_channels": int(self.dataset.num_channels),
-            },
-        }
+        payload = training_payload(
+            self.config, model, optimizer, scheduler, scaler, step, self.context.world_size, states, best,
+            validation, self.dataset_path, self.dataset,
+        )  # fmt: skip
         best_path = None
         if save_best:
             best_path = self.out_dir / BEST_CHECKPOINT
@@ -403,15 +478,8 @@ class _Trainer:
         def make_sampler(sampler_seed: int) -> Any:
             return plan.window_sampler(self.dataset, self.config, self.train_split, sampler_seed, rank, world_size)
 
-        sampler, note = continue_sampler(
-            self.record,
-            make_sampler,
-            seed,
-            rank,
-            world_size,
-            lambda: negative_seed(seed, 0, start_step, 0, stream=RESHARD_STREAM) % (2**31),
-            self.device,
-        )
+        reseed = lambda: negative_seed(seed, 0, start_step, 0, stream=RESHARD_STREAM) % (2**31)  # noqa: E731
+        sampler, note = continue_sampler(self.record, make_sampler, seed, rank, world_size, reseed, self.device)
         if note is not None:
             self._emit("message", start_step, message=note)
         return sampler
@@ -420,28 +488,3 @@ class _Trainer:
     def _emit(self, kind: str, step: int, metrics: Optional[dict[str, Any]] = None, message: str = "") -> None:
         if self.progress is not None:
             self.progress(TrainEvent(kind, step, self.max_steps, metrics or {}, message))
-
-    def _start_metrics(self, model: CPCModel, start_step: int, autocast_dtype: Optional[torch.dtype]) -> dict[str, Any]:
-        data = self.config.data
-        return {
-            "start_step": start_step,
-            "max_steps": self.max_steps,
-            "device": str(self.device),
-            "world_size": self.context.world_size,
-            "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).replace("torch.", ""),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "train_utterances": len(self.dataset.indices(self.train_split)),
-            "validation_split": self.validation_split,
-            "validation_utterances": len(self.dataset.indices(self.validation_split)),
-            "audio_seconds_per_step": data.batch_size
-            * data.window_size
-            * self.config.optim.accumulate
-            * self.context.world_size
-            / data.sample_rate,
-        }
-
-
-def _plain_rng_state(device: torch.device) -> dict[str, Any]:
-    """RNG state with tensors on the CPU (gathered across ranks, then saved)."""
-    state = capture_rng_state(device)
-    return {key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in state.items()}

@@ -111,3 +111,86 @@ def check_resources(
     lengths = np.asarray(dataset.lengths)[dataset.indices(train_split)]
     check_dataset_covers_window(lengths, config, train_split, dataset_path)
     check_training_fits(config, device, out_dir)
+
+
+# Padding above this share of the window samples is worth a warning at the start of a run.
+PADDING_WARNING = 0.10
+
+
+def padding_share(dataset: Any, config: CPCConfig) -> float:
+    """The expected share of the training windows' samples that are zero padding (masked from the loss).
+
+    Sampled windows (``uniform``, ``same-speaker``) pick an utterance in proportion to its length, so a
+    window holds ``min(length, window)`` real samples on average over that choice; ``sequential`` tiles
+    every utterance and pads its last window. ``short_utterances = skip`` never pads a sampled window.
+    """
+    data = config.data
+    window = data.window_size
+    lengths = np.asarray(dataset.lengths, dtype=np.float64)[dataset.indices(config.train.train_split)]
+    if data.short_utterances == "skip":
+        return 0.0  # only whole windows are read
+    if lengths.size == 0 or lengths.sum() <= 0:
+        return 0.0
+    if data.sampler == "sequential":
+        windows = np.ceil(lengths / window).sum()
+        return float(1.0 - lengths.sum() / (windows * window))
+    return float(1.0 - (lengths * np.minimum(lengths, window)).sum() / lengths.sum() / window)
+
+
+def padding_warning(dataset: Any, config: CPCConfig, share: float) -> Optional[str]:
+    """One line saying how much of each window is padding when windows exceed the utterances (None when
+    padding is below :data:`PADDING_WARNING`)."""
+    if share < PADDING_WARNING:
+        return None
+    data = config.data
+    window = data.window_size
+    lengths = np.asarray(dataset.lengths)[dataset.indices(config.train.train_split)]
+    shorter = int((lengths < window).sum())
+    if shorter == 0:  # sequential windows: the tail of each utterance is padded
+        where = f"the last window of each training utterance is zero-padded (data.sampler={data.sampler})"
+    else:
+        which = "every training utterance" if shorter == lengths.size else f"{shorter} of {lengths.size} training utterances"
+        where = f"data.window_size={window} samples ({window / data.sample_rate:g} s) is longer than {which}"
+    nominal = data.batch_size * window * config.optim.accumulate / data.sample_rate
+    hop = math.prod(config.encoder.strides)
+    typical = int(np.median(lengths)) // hop * hop
+    fix = (
+        f"--set data.window_size={typical} (the median utterance) or data.short_utterances=skip"
+        if 0 < typical < window
+        else "a smaller data.window_size or data.sampler=uniform"
+    )
+    return (
+        f"warning: {where}: about {share:.0%} of each window is zero padding (masked out of the loss), "
+        f"so a step holds {nominal * (1 - share):.2f} s of audio per process, not {nominal:.2f} s; to train on "
+        f"full windows use {fix}"
+    )
+
+
+def start_metrics(
+    dataset: Any,
+    config: CPCConfig,
+    context: Any,
+    model: torch.nn.Module,
+    start_step: int,
+    max_steps: int,
+    autocast_dtype: Optional[torch.dtype],
+    validation_split: str,
+    padding: float,
+) -> dict[str, Any]:
+    """The ``start`` event's description of the run; the audio per step counts real samples only
+    (``padding`` is :func:`padding_share`)."""
+    data = config.data
+    nominal = data.batch_size * data.window_size * config.optim.accumulate * context.world_size / data.sample_rate
+    return {
+        "start_step": start_step,
+        "max_steps": max_steps,
+        "device": str(context.device),
+        "world_size": context.world_size,
+        "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).replace("torch.", ""),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_utterances": len(dataset.indices(config.train.train_split)),
+        "validation_split": validation_split,
+        "validation_utterances": len(dataset.indices(validation_split)),
+        "audio_seconds_per_step": nominal * (1.0 - padding),
+        "padding": padding,
+    }

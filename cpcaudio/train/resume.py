@@ -25,8 +25,9 @@ from typing import Any, Optional
 import torch
 
 from cpcaudio.config import CPCConfig
-from cpcaudio.errors import CheckpointError, ConfigError
-from cpcaudio.train.checkpoint import config_from_checkpoint, restore_rng_state
+from cpcaudio.errors import CheckpointError, ConfigError, UsageError
+from cpcaudio.interop.cpc_audio import refuse_training
+from cpcaudio.train.checkpoint import capture_rng_state, config_from_checkpoint, restore_rng_state
 
 # Keys a resumed run may change; any other difference from the checkpoint's config is refused.
 RESUMABLE_KEYS = frozenset(
@@ -37,6 +38,7 @@ RESUMABLE_KEYS = frozenset(
         "train.validation_batches",
         "train.log_every",
         "train.checkpoint_every",
+        "train.checkpoint_minutes",
         "train.precision",
         "train.compile",
     }
@@ -91,8 +93,11 @@ def resumed_config(record: dict[str, Any], requested: Optional[CPCConfig], path:
         path: the checkpoint's path (for messages).
 
     Raises:
+        UsageError: the checkpoint was converted from a CPC_audio model whose prediction heads could not
+            be carried over (:func:`cpcaudio.interop.refuse_training`).
         ConfigError: ``requested`` changes a key outside :data:`RESUMABLE_KEYS`.
     """
+    refuse_untrainable(record, path)
     saved = config_from_checkpoint(record, path)
     if requested is None:
         return saved
@@ -114,6 +119,22 @@ def resumed_config(record: dict[str, Any], requested: Optional[CPCConfig], path:
     return CPCConfig.from_dict(_unflatten(new))
 
 
+def refuse_untrainable(record: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a checkpoint converted from a CPC_audio model whose prediction heads could not be
+    carried over (:func:`cpcaudio.interop.refuse_training`), saying what it can still be used for.
+
+    Raises:
+        UsageError: one line: why, and the fix.
+    """
+    try:
+        refuse_training(record, path)
+    except UsageError as error:
+        raise UsageError(
+            f"{error}; it gives features ('cpcaudio extract', 'cpcaudio probe') but cannot be resumed: start a "
+            "new run in another folder"
+        ) from None
+
+
 def restore_training_state(
     record: dict[str, Any],
     path: Path,
@@ -132,6 +153,13 @@ def restore_training_state(
     Raises:
         CheckpointError: the checkpoint was trained on another dataset or does not fit its own config.
     """
+    missing = [key for key in ("optimizer", "scheduler", "sampler", "rng") if key not in record]
+    if missing:
+        raise CheckpointError(
+            f"{path} holds a model but no training state ({', '.join(missing)} missing: a converted or "
+            "exported checkpoint, not a run's last.pt); resume only the last.pt that 'cpcaudio train' wrote, "
+            "or start a new run in another folder"
+        )
     dataset_info = record.get("dataset", {})
     if dataset_info.get("num_utterances", num_utterances) != num_utterances:
         raise CheckpointError(
@@ -147,6 +175,54 @@ def restore_training_state(
     if record.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(record["scaler"])
     return int(record["step"]), dict(record.get("best") or {})
+
+
+def training_payload(
+    config: CPCConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    step: int,
+    world_size: int,
+    states: list[dict[str, Any]],
+    best: dict[str, Any],
+    validation: Optional[dict[str, Any]],
+    dataset_path: Path,
+    dataset: Any,
+) -> dict[str, Any]:
+    """What ``last.pt`` and ``best.pt`` hold (see :mod:`cpcaudio.train.checkpoint`): everything
+    :func:`restore_training_state` and :func:`continue_sampler` put back.
+
+    Args:
+        states: every rank's ``{"sampler": state_dict, "rng": plain_rng_state()}``, in rank order.
+        best: the best-validation record so far; validation: the latest validation record or None.
+    """
+    return {
+        "config": config.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "step": step,
+        "world_size": world_size,
+        "sampler": [state["sampler"] for state in states],
+        "rng": [state["rng"] for state in states],
+        "best": dict(best),
+        "validation": None if validation is None else {k: v for k, v in validation.items() if k != "kind"},
+        "dataset": {
+            "path": str(dataset_path),
+            "num_utterances": len(dataset),
+            "sample_rate": int(dataset.sample_rate),
+            "num_channels": int(dataset.num_channels),
+        },
+    }
+
+
+def plain_rng_state(device: torch.device) -> dict[str, Any]:
+    """RNG state with tensors on the CPU (gathered across ranks, then saved)."""
+    state = capture_rng_state(device)
+    return {key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in state.items()}
 
 
 def continue_sampler(

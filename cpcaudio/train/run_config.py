@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 
 from cpcaudio.config import CPCConfig
 from cpcaudio.train.checkpoint import config_from_checkpoint, load_checkpoint
+from cpcaudio.train.resume import refuse_untrainable
 from cpcaudio.train.run_dir import resumable_checkpoint
 
 PathLike = Union[str, os.PathLike]
@@ -63,9 +64,12 @@ def assemble_run_config(
     Raises:
         ConfigError: the file or an override is malformed or names an unknown key or a bad value.
         CheckpointError: ``last.pt`` (when resuming) cannot be loaded or holds an invalid config.
+        UsageError: ``last.pt`` was converted from a CPC_audio model that cannot be trained further.
     """
     last = resumable_checkpoint(out_dir, resume)
     record = load_checkpoint(last) if last is not None else None
+    if record is not None:
+        refuse_untrainable(record, last)
     base = config_from_checkpoint(record, last) if record is not None else CPCConfig()
     explicit: set[str] = set()
     if config_file is not None:

@@ -17,6 +17,7 @@ from cpcaudio.errors import UsageError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FEATURES = ("model", "random", "mfcc", "logmel")
+ABX_COLUMNS = ("within spk / within ctx", "across spk / within ctx", "within spk / any ctx", "across spk / any ctx")
 
 
 class _StopAt:
@@ -64,11 +65,38 @@ def test_tiny_demo_writes_every_report_file_with_numbers(tiny_demo):
     page = result.report_html.read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
     expected = {"figures/training_curves.png", "figures/probe_accuracy.png", "figures/utterance_map.png",
-                "probe_phone/confusion_frame.png", "probe_speaker/confusion_window.png"}
+                "probe_phone/confusion_frame.png", "probe_speaker/confusion_window.png", "figures/abx_pnmi.png"}
     assert expected <= set(images)
     for image in images:
         assert (out / image).read_bytes()[:8] == PNG_MAGIC, image
     assert {path.relative_to(out).as_posix() for path in result.figures} == set(images)
+
+
+def test_tiny_demo_reports_abx_and_pnmi_of_the_model_and_the_baselines(tiny_demo):
+    out, _, _, result = tiny_demo
+    assert tuple(result.abx) == ABX_COLUMNS
+    for column, row in result.abx.items():
+        assert set(row) == set(FEATURES), column
+        assert all(0.0 <= value <= 1.0 for value in row.values()), (column, row)
+    assert set(result.pnmi) == set(FEATURES) and all(0.0 <= v <= 1.0 for v in result.pnmi.values())
+    assert result.abx["within spk / any ctx"]["mfcc"] < 0.25  # far below chance (0.5) on synthetic phones
+
+    abx = json.loads((out / "abx" / "results.json").read_text())
+    assert abx["settings"]["max_size_group"] == PRESETS["tiny"].abx_max_size_group
+    units = json.loads((out / "units" / "results.json").read_text())
+    assert units["clusters"] == result.plan.units_clusters == PRESETS["tiny"].units_clusters
+    assert {row["features"] for row in units["results"]} == set(FEATURES)
+    assert (out / "units" / "model" / "kmeans.npz").is_file() and (out / "units" / "mfcc" / "units.txt").is_file()
+
+    markdown = result.report_markdown.read_text()
+    section = markdown[markdown.index("## ABX discriminability and k-means units"):markdown.index("## Pretraining")]
+    for column in ABX_COLUMNS:
+        assert f"ABX {column}" in section
+        for kind in FEATURES:
+            assert f"{100 * result.abx[column][kind]:.1f}%" in section, (column, kind)
+    for kind in FEATURES:
+        assert f"{result.pnmi[kind]:.3f}" in section, kind
+    assert "ABX error" in result.table() and "PNMI" in result.table()
 
 
 def test_interrupted_demo_resumes_where_it_stopped(tiny_demo):
@@ -77,9 +105,10 @@ def test_interrupted_demo_resumes_where_it_stopped(tiny_demo):
     assert started_first == ["data", "train", "extract", "probe-phone", "probe-speaker"]
     skipped = [e.stage for e in events if e.kind == "skip"]
     assert skipped == ["data", "train", "extract", "probe-phone"] == result.skipped
-    assert [e.stage for e in events if e.kind == "end"] == ["probe-speaker", "report"]
+    assert [e.stage for e in events if e.kind == "end"] == ["probe-speaker", "abx", "report"]
+    assert {e.count for e in events} == {7}
     state = json.loads((out / "demo.json").read_text())
-    assert set(state["stages"]) == {"data", "train", "extract", "probe-phone", "probe-speaker", "report"}
+    assert set(state["stages"]) == {"data", "train", "extract", "probe-phone", "probe-speaker", "abx", "report"}
     train_records = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in train_records) == result.plan.steps == PRESETS["tiny"].max_steps
 
@@ -87,8 +116,20 @@ def test_interrupted_demo_resumes_where_it_stopped(tiny_demo):
 def test_rerun_skips_everything_and_gives_the_same_numbers(tiny_demo):
     out, _, _, result = tiny_demo
     again = run_demo(out, size="tiny", device="cpu")
-    assert again.skipped == ["data", "train", "extract", "probe-phone", "probe-speaker"]
+    assert again.skipped == ["data", "train", "extract", "probe-phone", "probe-speaker", "abx"]
     assert again.accuracy == result.accuracy
+    assert again.abx == result.abx and again.pnmi == result.pnmi
+
+
+def test_abx_stage_redoes_only_the_report_it_lacks(tiny_demo):
+    out, _, _, result = tiny_demo
+    abx_written = (out / "abx" / "results.json").stat().st_mtime_ns
+    (out / "units" / "results.json").unlink()  # as if interrupted after ABX, during the units
+    events: list[DemoEvent] = []
+    again = run_demo(out, size="tiny", device="cpu", progress=events.append)
+    assert [e.stage for e in events if e.kind == "end"] == ["abx", "report"]
+    assert (out / "abx" / "results.json").stat().st_mtime_ns == abx_written
+    assert again.pnmi == result.pnmi and again.abx == result.abx  # seeded: the same units again
 
 
 def test_other_settings_into_the_same_folder_are_refused(tiny_demo):
@@ -103,6 +144,7 @@ def test_cli_prints_the_table_and_refuses_a_foreign_folder(tiny_demo, tmp_path):
     done = runner.invoke(app, ["demo", "--tiny", "--device", "cpu", "--out", str(out)])
     assert done.exit_code == 0, done.output
     assert "skipped" in done.output and "CPC (trained)" in done.output and "report.html" in done.output
+    assert "ABX error" in done.output and "within/any" in done.output
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -150,6 +192,7 @@ def test_demo_runs_on_a_prepared_dataset_given_with_data(tiny_demo, tmp_path):
     assert result.plan.data == str(data.resolve()) and result.plan.tasks == ["phone", "speaker"]
     assert set(result.accuracy) == {"phone/frame", "speaker/utterance", "speaker/window"}
     assert str(data.resolve()) in result.report_markdown.read_text()
+    assert tuple(result.abx) == ABX_COLUMNS and set(result.pnmi) == set(FEATURES)
 
 
 def test_time_series_data_is_refused_with_a_pointer(tmp_path):

@@ -52,25 +52,42 @@ def test_abx_command_model_and_mfcc(timit20: Path, tmp_path: Path, tiny_checkpoi
 
 
 def test_item_file_with_a_folder_of_npy_features_equals_the_dataset(timit20: Path, tmp_path: Path) -> None:
-    from cpcaudio.evaluate.abx import run_abx, write_item_file
-    from cpcaudio.evaluate.abx.inputs import compute_frames, feature_sets, open_corpus
+    from cpcaudio.evaluate.abx import AbxSettings, run_abx, write_item_file
+    from cpcaudio.evaluate.abx.inputs import build_feature_sets, compute_frames, open_corpus
+    from cpcaudio.evaluate.feature_sets import FeatureSetOptions
 
     corpus = open_corpus(timit20)
-    mfcc = [s for s in feature_sets(corpus, baselines_requested="mfcc")[0] if s.name == "mfcc"][0]
+    on_cpu = FeatureSetOptions(baselines="mfcc", device="cpu")
+    mfcc = [s for s in build_feature_sets(corpus, on_cpu)[0] if s.name == "mfcc"][0]
     folder = tmp_path / "npy"
     folder.mkdir()
     for file_id, frames in zip(corpus.file_ids, compute_frames(mfcc, list(range(len(corpus.file_ids))))):
         np.save(folder / f"{file_id}.npy", frames)
     write_item_file(corpus.items, tmp_path / "timit20.item")
-    settings = {"speaker_modes": "within", "context_modes": "within,any", "device": "cpu"}
-    from_folder = run_abx(folder, items_file=tmp_path / "timit20.item", **settings)
-    from_dataset = run_abx(timit20, model=_tiny_model(), baselines_requested="mfcc", **settings)
+    settings = AbxSettings(speaker_modes="within", context_modes="within,any")
+    assert settings.context_modes == ("within", "any")
+    folder_options = FeatureSetOptions(device="cpu")
+    from_folder = run_abx(folder, folder_options, settings, items_file=tmp_path / "timit20.item")
+    from_dataset = run_abx(timit20, FeatureSetOptions(model=_tiny_model(), baselines="mfcc", device="cpu"), settings)
     expected = [r["error"] for r in from_dataset["results"] if r["features"] == "mfcc"]
     # MFCC frame t is centred at t * 10 ms; the folder assumes (t + 1/2) * 10 ms: on 10 ms phone
     # boundaries both put the same frames in every item
     assert [r["error"] for r in from_folder["results"]] == pytest.approx(expected, abs=1e-9)
-    librilight = run_abx(folder, items_file=tmp_path / "timit20.item", slicing="librilight", **settings)
-    assert librilight["results"][0]["items_without_frames"] > 0  # its one-frame-short slices lose 10 ms phones
+    librilight = AbxSettings(speaker_modes="within", context_modes="within", slicing="librilight")
+    sliced = run_abx(folder, folder_options, librilight, items_file=tmp_path / "timit20.item")
+    assert sliced["results"][0]["items_without_frames"] > 0  # its one-frame-short slices lose 10 ms phones
+    assert sliced["settings"]["slicing"] == "librilight" and sliced["settings"]["context_modes"] == ["within"]
+
+
+def test_abx_settings_are_checked_when_made() -> None:
+    from cpcaudio.errors import UsageError
+    from cpcaudio.evaluate.abx import AbxSettings
+
+    assert AbxSettings().speaker_modes == ("within", "across") and AbxSettings().context_modes == ("within", "any")
+    assert AbxSettings(speaker_modes=["across", "within"]).speaker_modes == ("within", "across")
+    for bad in ({"speaker_modes": "both"}, {"context_modes": ""}, {"slicing": "edges"}, {"max_size_group": 0}):
+        with pytest.raises(UsageError):
+            AbxSettings(**bad)
 
 
 def test_abx_on_a_folder_needs_an_item_file(tmp_path: Path) -> None:
@@ -98,3 +115,23 @@ def test_units_command(timit20: Path, tmp_path: Path, tiny_checkpoint: Path) -> 
     assert KMeansUnits.load(out / "mfcc").num_units == 8
     assert KMeansUnits.load(out / "model-encoder").meta["layer"] == "encoder"
     assert [row["features"] for row in report["results"]] == ["model-context", "model-encoder", "mfcc"]
+
+
+def test_units_and_abx_of_an_utterance_subset(timit20: Path, tmp_path: Path) -> None:
+    from cpcaudio.data import PreparedDataset
+    from cpcaudio.errors import UsageError
+    from cpcaudio.evaluate.abx import AbxSettings, run_abx
+    from cpcaudio.evaluate.feature_sets import FeatureSetOptions
+    from cpcaudio.evaluate.units_runner import run_units
+
+    dataset = PreparedDataset.open(timit20)
+    subset = [int(i) for i in dataset.indices("train")[:4]] + [int(i) for i in dataset.indices("test")[:2]]
+    options = FeatureSetOptions(model=_tiny_model(), baselines="none", device="cpu")
+    units = run_units(timit20, options, clusters=4, utterances=subset[::-1], abx=None, out=tmp_path / "units")
+    assert units["dataset"]["utterances"] == len(subset) and units["dataset"]["train"] == 4
+    lines = (tmp_path / "units" / "model" / "units.txt").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == [dataset.utterance_ids[i] for i in sorted(subset)]
+    abx = run_abx(timit20, options, AbxSettings(speaker_modes="within", context_modes="any"), utterances=subset)
+    assert abx["items"]["files"] == len(subset) and abx["dataset"]["utterances"] == len(subset)
+    with pytest.raises(UsageError, match="utterance indices"):
+        run_units(timit20, options, clusters=4, utterances=[len(dataset)])

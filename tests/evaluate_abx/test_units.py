@@ -101,3 +101,27 @@ def test_quantize_new_audio_through_a_model() -> None:
         quantize(model, kmeans, signal, 16000, layer="context")
     with pytest.raises(UsageError, match="needs the signal"):
         quantize(model, kmeans)
+
+
+def test_encode_is_the_codebook_method_and_marks_padding() -> None:
+    from cpcaudio.extract.features import extract
+    from cpcaudio.model import CPCModel
+
+    torch.manual_seed(0)
+    model = CPCModel(tiny_config()).eval()
+    rng = np.random.default_rng(0)
+    long, short = generated_signal(16000, rng), generated_signal(8000, rng)
+    kmeans = fit_kmeans(extract(model, long, 16000).frames.numpy(), 4, seed=0, meta={"layer": "context"})
+    alone = kmeans.encode(model, long, 16000)
+    np.testing.assert_array_equal(alone, quantize(model, kmeans, long, 16000))
+    batch = np.zeros((2, 1, 16000), dtype=np.float32)
+    batch[0, 0], batch[1, 0, :8000] = long, short
+    units = kmeans.encode(model, batch, 16000, lengths=[16000, 8000])
+    features = extract(model, batch, 16000, lengths=[16000, 8000])
+    assert units.shape == (2, alone.shape[0]) and units.dtype == np.int64
+    short_frames = int(features.frame_lengths[1])
+    np.testing.assert_array_equal(units[1, :short_frames], kmeans.encode(model, short, 16000))
+    assert (units[1, short_frames:] == -1).all() and (units[0] >= 0).all()
+    np.testing.assert_array_equal(kmeans.units_of(features).numpy(), units)
+    with pytest.raises(UsageError, match="fitted on context"):
+        kmeans.units_of(extract(model, long, 16000, layer="encoder"))

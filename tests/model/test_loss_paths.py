@@ -162,8 +162,9 @@ def test_channel_blocks_cover_the_channels_and_fit_the_budget():
     assert blocks[0].start == 0 and blocks[-1].stop == 257
     assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:]))
     widths = [b.stop - b.start for b in blocks]
-    assert widths[0] % 16 == 0 and widths[0] >= 64 and 8192 * widths[0] * 4 <= 2**21
+    assert len(blocks) == 4 and all(b.start % 16 == 0 for b in blocks) and min(widths) >= 64  # 8.4 MB in 4
     assert channel_blocks(10**6, 64, 4) == [slice(0, 64)]  # never narrower than MIN_BLOCK_WIDTH
+    assert [b.stop - b.start for b in channel_blocks(8192, 512, 4, budget=2**21)] == [64] * 8
 
 
 def test_sampled_scores_rejects_mismatched_shapes():

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -410,3 +411,90 @@ def test_bad_prepare_options(place: Path):
         result = runner.invoke(app, ["prepare", "synthetic", str(place / "out"), "-q", *options])
         assert_clean_failure(result, USAGE, message)
     assert_no_complete_dataset(place / "out")
+
+
+# ---- round 2 (issue 15): one writer per folder, silent fallbacks, BOMs, logs --------------------------------
+
+_HOLD = """import os, sys, time
+from cpcaudio.data import prepare
+def hold(event):  # after the first utterance is written, wait for the gate
+    while event.done == 1 and not os.path.exists(sys.argv[3]):
+        open(sys.argv[3] + ".ready", "w").close()
+        time.sleep(0.05)
+prepare("folder", sys.argv[1], sys.argv[2], workers=1, progress=hold)
+"""
+
+
+def test_second_prepare_into_the_folder_of_a_running_one_is_refused(place: Path):
+    """Two real processes: the second (with or without --overwrite) gets one line naming the folder and
+    the first one's pid, and deletes nothing; the first then finishes normally."""
+    corpus, out, gate = make_folder(place / "corpus"), place / "out", place / "gate"
+    first = subprocess.Popen([sys.executable, "-c", _HOLD, str(corpus.root), str(out), str(gate)], stderr=subprocess.PIPE)
+    try:
+        while not Path(f"{gate}.ready").exists():
+            assert first.poll() is None, first.stderr.read()
+            time.sleep(0.05)
+        assert {".signal.bin.partial", ".lock"} <= set(during := sorted(os.listdir(out))), during
+        for extra in ([], ["--overwrite"]):
+            second = subprocess.run([sys.executable, "-m", "cpcaudio.cli.main", "prepare", "folder", str(corpus.root),
+                                     str(out), "-q", "--workers", "1", *extra], capture_output=True, text=True, timeout=120)
+            errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+            assert second.returncode == USAGE and len(errors) == 1 and "Traceback" not in second.stderr, second.stderr
+            assert str(out) in errors[0] and f"being written by another prepare (pid {first.pid})" in errors[0]
+            assert sorted(os.listdir(out)) == during
+        gate.write_text("go")
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    finally:
+        first.kill()
+        first.wait()
+    assert len(PreparedDataset.open(out)) == 4 and not (out / ".lock").exists()
+    (out / ".lock").write_text("12345\n")  # what a killed prepare leaves: its own file, not foreign content
+    assert prepare("folder", corpus.root, out, "--overwrite").exit_code == 0 and not (out / ".lock").exists()
+
+
+def _round2_case(name: str, place: Path) -> tuple[object, list[str], int, str, list[Path]]:
+    """(corpus, options, exit code, message, files named) of one refused input."""
+    corpus = (make_textgrid if name in ("phone-set-missing", "negative-start") else make_folder)(place / "corpus")
+    if name == "empty-speaker-cell":
+        listing = place / "list.csv"
+        listing.write_text("path,speaker\nanna/anna_0.wav,anna\nbert/bert_0.wav,\n")
+        return corpus, ["--file-list", str(listing)], DATA, r"list.csv:3: the speaker cell of bert/bert_0.wav is empty; fill it in", [listing]
+    if name == "phone-set-missing":
+        return corpus, ["--phone-set", str(place / "phones.txt")], DATA, r"phone set file .* does not exist; give a file", [place / "phones.txt"]
+    if name == "negative-start":
+        corpus.label_file.write_text("-0.05 0.05 sil\n0.05 0.2 aa\n0.2 0.25 sil\n")
+        return corpus, [], DATA, r":1: segment starts at -0.05, before the audio begins", [corpus.label_file]
+    if name == "dangling-link":
+        link = corpus.root / "bert" / "gone.wav"
+        link.symlink_to(place / "moved away.wav")
+        return corpus, [], DATA, r"broken symbolic link \(its target .* does not exist\); fix or remove the link", [link]
+    if name == "beyond-full-scale-fail":
+        corpus.victim.unlink()
+        write_audio(corpus.victim, 8 * tone(4000), subtype="FLOAT")  # peak 1.24
+        return corpus, ["--clipping", "fail"], DATA, r"% of its samples \(\d+ of 4000\) beyond full scale \(peak 1\.2", [corpus.victim]
+    return corpus, ["--clipping", "loud"], USAGE, r"clipping 'loud' is not one of clip, scale, fail", []
+
+
+@pytest.mark.parametrize("name", ["empty-speaker-cell", "phone-set-missing", "negative-start", "dangling-link",
+                                  "beyond-full-scale-fail", "bad-clipping-option"])
+def test_round2_refusals(name: str, place: Path):
+    corpus, options, code, message, names = _round2_case(name, place)
+    assert_clean_failure(prepare(corpus.kind, corpus.root, place / "out", *options), code, message, *names)
+    assert_no_complete_dataset(place / "out")
+    if name in ("dangling-link", "beyond-full-scale-fail"):  # per-file problems: --on-error skip reports them
+        assert prepare(corpus.kind, corpus.root, place / "out", *options, "--on-error", "skip").exit_code == 0
+        skipped = json.loads((place / "out" / "report.json").read_text())["skipped"]
+        assert [entry["file"] for entry in skipped] == [str(names[0])]
+
+
+def test_a_log_has_no_carriage_returns_and_grep_finds_the_error(place: Path):
+    """stderr to a file (not a terminal): plain progress lines, then the error line at a line start."""
+    corpus = make_folder(place / "corpus")
+    corpus.victim.write_bytes(b"")
+    command = [sys.executable, "-m", "cpcaudio.cli.main", "prepare", "folder", str(corpus.root), str(place / "out"), "--workers", "1"]
+    with open(place / "log", "wb") as log:
+        assert subprocess.run(command, stderr=log, stdout=log, timeout=120).returncode == DATA
+    text = (place / "log").read_bytes()
+    assert b"\r" not in text and text.count(b"\nerror: ") + text.startswith(b"error: ") == 1, text
+    grep = subprocess.run(["grep", "^error:", str(place / "log")], capture_output=True, text=True)
+    assert grep.returncode == 0 and "empty file (0 bytes)" in grep.stdout and grep.stdout.count("\n") == 1

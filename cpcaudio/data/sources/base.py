@@ -7,6 +7,7 @@ decodes audio. The heavy work (reading, resampling, label alignment) happens in 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -90,14 +91,71 @@ class SourcePlan:
     split_rule: str = ""
 
 
-def find_audio_files(root: Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Audio files under ``root`` (recursively, case-insensitive extensions), sorted by relative path."""
+def walk_files(root: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """Every file under ``root``, following symbolic links to folders (each real folder once, so a link
+    back to a folder above cannot loop), sorted by relative path.
+
+    Returns:
+        ``(files, broken links, unreadable folders with the reason)``.
+    """
+    root = Path(root)
+    files: list[Path] = []
+    broken: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+    seen: set[tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            status = folder.stat()
+            if (status.st_dev, status.st_ino) in seen:
+                continue  # reached before, through another link (or a link loop)
+            seen.add((status.st_dev, status.st_ino))
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name, reverse=True)
+        except OSError as error:
+            unreadable.append((folder, error.strerror or str(error)))
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                if entry.is_dir():  # follows links
+                    pending.append(path)
+                elif entry.is_file():
+                    files.append(path)
+                elif entry.is_symlink() and not path.exists():
+                    broken.append(path)
+            except OSError as error:
+                unreadable.append((path, error.strerror or str(error)))
+    order = lambda p: p.relative_to(root).as_posix()  # noqa: E731
+    return sorted(files, key=order), sorted(broken, key=order), unreadable
+
+
+def find_audio_files(
+    root: Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, plan: Optional[SourcePlan] = None
+) -> list[Path]:
+    """Audio files under ``root`` (recursively, following symlinked folders, case-insensitive
+    extensions), sorted by relative path.
+
+    With ``plan``, broken symbolic links that would have been audio files (or folders: the name has no
+    extension) and folders that cannot be read go to ``plan.rejected``, so that ``prepare`` refuses
+    them (``--on-error fail``) or lists them in ``report.json`` (``skip``) instead of leaving them out
+    without a word.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such source directory")
     wanted = {e.lower() for e in extensions}
-    files = [p for p in root.rglob("*") if p.suffix.lower() in wanted and p.is_file()]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+    files, broken, unreadable = walk_files(root)
+    if plan is not None:
+        for link in broken:
+            if link.suffix.lower() in wanted or not link.suffix:
+                target = os.readlink(link)
+                plan.rejected.append(
+                    (str(link), f"broken symbolic link (its target {target} does not exist); fix or remove the link")
+                )
+        for path, reason in unreadable:
+            plan.rejected.append((str(path), f"cannot read this folder ({reason}); fix its permissions"))
+    return [p for p in files if p.suffix.lower() in wanted]
 
 
 def speaker_from_path(relative: Path, pattern: Optional[re.Pattern]) -> Optional[str]:
@@ -118,7 +176,7 @@ def audio_files_by_speaker(
     not match is recorded in ``plan.rejected`` and left out.
     """
     pattern = compile_speaker_pattern(speaker_pattern)
-    for audio in find_audio_files(root):
+    for audio in find_audio_files(root, plan=plan):
         relative = audio.relative_to(root)
         speaker = speaker_from_path(relative, pattern)
         if speaker is None:

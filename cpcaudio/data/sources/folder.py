@@ -4,8 +4,11 @@ Speakers come from, in order of preference:
 
 1. a list file (``file_list``, CSV or TSV with a header row): column ``path`` (relative to the source
    folder) is required; ``id``, ``speaker`` and ``split`` are optional; every other column becomes an
-   utterance-level label. Only the listed files are prepared; listed files that do not exist are
-   counted as ``listed_without_audio``.
+   utterance-level label. With a ``speaker`` column every row must fill it in (an empty cell is refused,
+   naming the row: it would otherwise fall back to the folder name and split a speaker in two). The
+   list may start with a UTF-8 byte-order mark (Excel's "CSV UTF-8"). Only the listed files are
+   prepared; listed files that do not exist are counted as ``listed_without_audio`` (a listed broken
+   symbolic link is a bad file: refused, or left out and reported with ``--on-error skip``).
 2. ``speaker_pattern``: a regular expression with a named group ``speaker`` searched in each file's
    relative path, e.g. ``'^(?P<speaker>[^/]+)/'`` or ``'_(?P<speaker>[a-z]+)_\\d+\\.wav$'``.
 3. otherwise the name of the folder holding the file (``unknown`` for files at the top level).
@@ -17,6 +20,7 @@ else from the within-speaker hold-out rule of :mod:`cpcaudio.data.splits` (``tes
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -69,10 +73,21 @@ def discover(
         rows, label_names = _read_file_list(Path(file_list))
         plan.utterance_label_names = label_names
         missing = []
-        for row in rows:
+        for line, row in rows:
+            if "speaker" in row and not row["speaker"]:
+                raise DataError(
+                    f"{file_list}:{line}: the speaker cell of {row['path']} is empty; fill it in (or leave "
+                    "out the speaker column to take every speaker from its folder name or --speaker-pattern)"
+                )
             audio = Path(row["path"]) if Path(row["path"]).is_absolute() else src / row["path"]
             if not audio.is_file():
-                missing.append(row["path"])
+                if audio.is_symlink():
+                    plan.rejected.append(
+                        (str(audio), f"broken symbolic link (its target {os.readlink(audio)} does not exist); "
+                         "fix or remove the link")
+                    )
+                else:
+                    missing.append(row["path"])
                 continue
             relative = Path(row["path"])
             speaker = row.get("speaker") or base.speaker_from_path(relative, pattern)
@@ -96,17 +111,29 @@ def discover(
     return plan
 
 
-def _read_file_list(path: Path) -> tuple[list[dict[str, str]], tuple[str, ...]]:
+def _read_file_list(path: Path) -> tuple[list[tuple[int, dict[str, str]]], tuple[str, ...]]:
+    """``[(line number, row)]`` of a CSV/TSV file list (UTF-8, with or without a BOM) and its label columns."""
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    rows = []
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:  # Excel writes a BOM
             reader = csv.DictReader(handle, delimiter=delimiter)
-            fields = reader.fieldnames or []
+            fields = [name.strip() for name in reader.fieldnames or []]
+            reader.fieldnames = fields
             if "path" not in fields:
                 raise DataError(
                     f"{path}: a file list needs a header row with a 'path' column (found: {', '.join(fields)})"
                 )
-            rows = [{k: (v or "").strip() for k, v in row.items()} for row in reader]
+            for row in reader:
+                if None in row:
+                    raise DataError(
+                        f"{path}:{reader.line_num}: {len(fields) + len(row[None])} fields, the header has "
+                        f"{len(fields)}; correct the row (quote fields that hold a '{delimiter}')"
+                    )
+                values = {k: (v or "").strip() for k, v in row.items()}
+                if not values["path"]:
+                    raise DataError(f"{path}:{reader.line_num}: the path cell is empty; fill it in or remove the row")
+                rows.append((reader.line_num, values))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(
             f"{path}: cannot read file list ({error}); give a UTF-8 CSV/TSV file with a header row"

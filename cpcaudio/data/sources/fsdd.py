@@ -36,7 +36,7 @@ def discover(src: Path) -> SourcePlan:
         utterance_label_names=("digit",),
         split_rule=f"official FSDD split: takes 0-{NUM_TEST_TAKES - 1} test, the rest train",
     )
-    for audio in find_audio_files(folder, (".wav",)):
+    for audio in find_audio_files(folder, (".wav",), plan):
         match = _NAME.match(audio.stem)
         if match is None:
             plan.rejected.append((str(audio), "name does not follow {digit}_{speaker}_{take}.wav"))

@@ -115,7 +115,7 @@ def discover(
     )
     audio_ids: dict[str, Path] = {}
     without_labels, unlisted = [], []
-    for audio in find_audio_files(src, (".flac", ".wav")):
+    for audio in find_audio_files(src, (".flac", ".wav"), plan):
         utterance_id = audio.name.split(".")[0]
         if utterance_id in audio_ids and audio_ids[utterance_id].parent == audio.parent:
             continue  # the same utterance in another format beside it (x.flac and x.wav): keep the first

@@ -9,7 +9,8 @@ Label files share the audio file's stem and are looked up with the extensions ``
   (default; festival, Audacity), ``samples`` (TIMIT-style) or ``htk`` (100 ns).
 
 The phone set is open (every symbol found, stored sorted) unless ``phone_set`` fixes it (a file with one
-symbol per line, or a comma-separated list); then any other symbol is an error naming the file.
+symbol per line, or a comma-separated list of two or more symbols: a value without a comma must name an
+existing file); then any other symbol is an error naming the file.
 Speakers and splits follow the ``folder`` rules (parent folder name or ``speaker_pattern``;
 within-speaker hold-out of ``test_fraction``). Audio without a label file is kept with no labels (-1)
 and counted as ``audio_without_labels``; label files without audio are counted as
@@ -109,8 +110,8 @@ def discover(
     lowered = {e.lower() for e in extensions}
     orphans = [
         p.relative_to(label_root).as_posix()
-        for p in sorted(label_root.rglob("*"))
-        if p.suffix.lower() in lowered and p.is_file() and p.resolve() not in used_labels
+        for p in base.walk_files(label_root)[0]
+        if p.suffix.lower() in lowered and p.resolve() not in used_labels
     ]
     plan.unmatched["audio_without_labels"] = without_labels
     plan.unmatched["labels_without_audio"] = orphans
@@ -137,9 +138,16 @@ def _find_label(folder: Path, stem: str, extensions: tuple[str, ...]) -> Optiona
 def _phone_set(phone_set: Union[Path, str, Sequence[str], None]) -> Optional[list[str]]:
     if phone_set is None:
         return None
-    if isinstance(phone_set, (str, Path)) and Path(phone_set).is_file():
+    if isinstance(phone_set, Path) or (isinstance(phone_set, str) and "," not in phone_set):
+        # a file, since a list of one symbol would be no phone set: refuse a file that is not there
+        if not Path(phone_set).is_file():
+            problem = "is a folder" if Path(phone_set).is_dir() else "does not exist"
+            raise DataError(
+                f"phone set file {phone_set} {problem}; give a file with one symbol per line, or the symbols "
+                "separated by commas (e.g. --phone-set sil,aa,iy)"
+            )
         try:
-            lines = Path(phone_set).read_text(encoding="utf-8").splitlines()
+            lines = Path(phone_set).read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise DataError(
                 f"{phone_set}: cannot read the phone set ({error}); give a UTF-8 file, one symbol per line"

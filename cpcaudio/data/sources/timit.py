@@ -83,7 +83,7 @@ def discover(
     seen: set[str] = set()
     has_official = False
     without_labels = []
-    for audio in find_audio_files(src, (".wav",)):
+    for audio in find_audio_files(src, (".wav",), plan):
         parsed = _parse(audio)
         if parsed is None:
             plan.rejected.append((str(audio), "not in a TIMIT layout (TRAIN/DR1/FVMH0/SA1.WAV or dr1-fvmh0/sa1.wav)"))

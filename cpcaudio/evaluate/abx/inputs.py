@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
-import torch
 
 from cpcaudio.errors import DataError, UsageError
 from cpcaudio.evaluate.abx.items import ItemList, items_from_dataset, read_item_file
+from cpcaudio.evaluate.feature_sets import FeatureSetOptions
 from cpcaudio.geometry import FrameGeometry
 from cpcaudio.progress import Progress, ProgressCallback, report
 
@@ -114,7 +114,10 @@ class Corpus:
 
 
 def open_corpus(
-    path: PathLike, items_file: Optional[PathLike] = None, split: Optional[str] = None
+    path: PathLike,
+    items_file: Optional[PathLike] = None,
+    split: Optional[str] = None,
+    utterances: Optional[Sequence[int]] = None,
 ) -> Corpus:
     """Open ``path`` (a prepared dataset, a folder of audio or of ``.npy`` features) with its items.
 
@@ -123,9 +126,11 @@ def open_corpus(
         items_file: a libri-light ``.item`` file (required for folders; for a dataset it replaces the
             items made from its alignments).
         split: a dataset's split to take items from (``train``, ``test``, ...; default: every utterance).
+        utterances: a dataset's utterance indices to take items from (with ``split``: those of the split).
 
     Raises:
         DataError: unreadable corpus or item file, or no item whose file the corpus has.
+        UsageError: ``utterances`` for a folder, or an index out of range.
     """
     path = Path(path)
     given = read_item_file(items_file) if items_file is not None else None
@@ -133,17 +138,15 @@ def open_corpus(
         from cpcaudio.data import PreparedDataset
 
         dataset = PreparedDataset.open(path)
-        chosen = None
-        if split is not None:
-            chosen = dataset.indices(split)
-            if chosen.size == 0:
-                raise DataError(f"dataset {path} has no utterance in split {split!r}")
+        chosen = _chosen_utterances(dataset, path, split, utterances)
         if given is None:
             items = items_from_dataset(dataset, chosen)
         else:
             keep = set(dataset.utterance_ids if chosen is None else [dataset.utterance_ids[i] for i in chosen])
             items = given.select(np.asarray([f in keep for f in given.files], dtype=bool))
         return _checked(Corpus("dataset", path, dataset, items, list(dataset.utterance_ids)), items_file)
+    if utterances is not None:
+        raise UsageError(f"{path} is a folder, not a prepared dataset: utterance indices need a dataset")
     if not path.is_dir():
         raise DataError(f"{path}: neither a prepared dataset nor a folder")
     if given is None:
@@ -158,6 +161,23 @@ def open_corpus(
     keep = set(folder.utterance_ids)
     items = given.select(np.asarray([f in keep for f in given.files], dtype=bool))
     return _checked(Corpus("audio", path, folder, items, folder.utterance_ids), items_file)
+
+
+def _chosen_utterances(
+    dataset: Any, path: Path, split: Optional[str], utterances: Optional[Sequence[int]]
+) -> Optional[np.ndarray]:
+    """The sorted utterance indices of ``split`` and ``utterances`` (None: every utterance)."""
+    chosen = None
+    if split is not None:
+        chosen = np.asarray(dataset.indices(split), dtype=np.int64)
+        if chosen.size == 0:
+            raise DataError(f"dataset {path} has no utterance in split {split!r}")
+    if utterances is not None:
+        subset = np.unique(np.asarray(list(utterances), dtype=np.int64))
+        if subset.size and (subset[0] < 0 or subset[-1] >= len(dataset)):
+            raise UsageError(f"utterance indices must lie in [0, {len(dataset)}) for dataset {path}")
+        chosen = subset if chosen is None else np.intersect1d(chosen, subset)
+    return chosen
 
 
 def _checked(corpus: Corpus, items_file: Optional[PathLike]) -> Corpus:
@@ -194,30 +214,25 @@ def _from_source(source: Any, dataset: Any, name: str, layer: Optional[str] = No
     return FeatureSet(name, source.description, frames, source.timing, layer)
 
 
-def feature_sets(
-    corpus: Corpus,
-    *,
-    checkpoint: Optional[PathLike] = None,
-    features: Optional[PathLike] = None,
-    model: Optional[torch.nn.Module] = None,
-    layer: str = "context",
-    baselines_requested: Optional[Union[str, Sequence[str]]] = None,
-    seed: int = 0,
-    device: Optional[torch.device] = None,
-    frame_hop: float = DEFAULT_FRAME_HOP,
+def build_feature_sets(
+    corpus: Corpus, options: Optional[FeatureSetOptions] = None, frame_hop: float = DEFAULT_FRAME_HOP
 ) -> tuple[list[FeatureSet], dict[str, Any]]:
     """The model's feature sets (one per layer) and the baselines', for ``corpus``.
 
-    A folder of ``.npy`` features is its own single feature set. With none of ``checkpoint``,
-    ``features`` and ``model``, the model has random weights (``seed``) and is the ``random`` row.
+    A folder of ``.npy`` features is its own single feature set (``frame_hop`` seconds per frame). With
+    none of ``options.checkpoint``, ``.features`` and ``.model``, the model has random weights
+    (``options.seed``) and is the ``random`` row.
 
     Returns:
         ``(feature sets, model record)``.
     """
-    from cpcaudio.evaluate.sources import baseline_sources, resolve_model_source
-    from cpcaudio.evaluate.sources import is_audio
+    from cpcaudio.devices import resolve_device
     from cpcaudio.evaluate.runner import parse_baselines
+    from cpcaudio.evaluate.sources import baseline_sources, is_audio, resolve_model_source
 
+    options = options or FeatureSetOptions()
+    checkpoint, features, model, layer, seed = (options.checkpoint, options.features, options.model, options.layer,
+                                                options.seed)
     if layer not in LAYER_CHOICES:
         raise UsageError(f"unknown layer {layer!r}; choose one of {', '.join(LAYER_CHOICES)}")
     if corpus.kind == "features":
@@ -226,10 +241,10 @@ def feature_sets(
         return [folder_feature_set(corpus, frame_hop)], {"features": str(corpus.path), "layer": None}
     if features is not None and corpus.kind != "dataset":
         raise UsageError("a feature store belongs to a prepared dataset; give the dataset, not a folder")
-    device = device or torch.device("cpu")
+    device = resolve_device(options.device)
     dataset = corpus.source
     layers = ["context", "encoder"] if layer == "all" and features is None else [layer]
-    names = parse_baselines(baselines_requested, is_audio(dataset), "phone")
+    names = parse_baselines(options.baselines, is_audio(dataset), "phone")
     sets: list[FeatureSet] = []
     record: dict[str, Any] = {}
     baseline_rows: list[FeatureSet] = []

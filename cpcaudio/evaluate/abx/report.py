@@ -12,6 +12,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from cpcaudio.errors import UsageError
 from cpcaudio.files import atomic_write_bytes
 
 PathLike = Union[str, Path]
@@ -26,6 +27,20 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(item) for item in value]
     return value
+
+
+def check_report_dir(out: Any, overwrite: bool, what: str) -> None:
+    """Refuse, before any work, an ``out`` that cannot be a folder or already holds a report (``what``).
+
+    Nothing is checked when ``out`` is None (no report written).
+    """
+    if out is None:
+        return
+    from cpcaudio.resources import check_output_dir
+
+    check_output_dir(Path(out), "report directory")
+    if (Path(out) / "results.json").exists() and not overwrite:
+        raise UsageError(f"{out} already holds {what} (results.json); pass --overwrite to replace it")
 
 
 def write_text(path: Path, text: str) -> None:

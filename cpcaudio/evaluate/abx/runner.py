@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -22,12 +23,13 @@ from cpcaudio.evaluate.abx.inputs import (
     DEFAULT_FRAME_HOP,
     Corpus,
     FeatureSet,
+    build_feature_sets,
     compute_frames,
-    feature_sets,
     open_corpus,
 )
 from cpcaudio.evaluate.abx.items import SLICINGS, ItemList, frame_spans, item_codes
 from cpcaudio.evaluate.abx.scoring import CONTEXT_MODES, MAX_SIZE_GROUP, MAX_X_ACROSS, SPEAKER_MODES, abx_errors
+from cpcaudio.evaluate.feature_sets import FeatureSetOptions
 from cpcaudio.progress import ProgressCallback
 
 REPORT_FORMAT = "cpcaudio-abx"
@@ -46,6 +48,42 @@ def parse_modes(requested: Optional[Union[str, Sequence[str]]], allowed: tuple[s
     if not names:
         raise UsageError(f"give at least one {what} mode ({', '.join(allowed)})")
     return tuple(mode for mode in allowed if mode in names)
+
+
+@dataclass(frozen=True)
+class AbxSettings:
+    """How ABX is scored; checked when made (a bad mode or slicing is a :class:`~cpcaudio.errors.UsageError`).
+
+    Attributes:
+        speaker_modes: ``within``, ``across`` (comma-separated or a list; None: both). Stored as a tuple.
+        context_modes: ``within`` (triphone, libri-light / ZeroSpeech 2021), ``any`` (phoneme, ZeroSpeech
+            2024); None: both. Stored as a tuple.
+        max_size_group: items kept per (context, speaker, phone) cell (libri-light: 10).
+        max_x_across: X speakers drawn per A cell, across speakers (libri-light: 5).
+        slicing: ``center`` (frames whose centre lies in the segment) or ``librilight`` (its formula, one
+            frame fewer; :func:`~cpcaudio.evaluate.abx.items.frame_spans`).
+    """
+
+    speaker_modes: Optional[Union[str, Sequence[str]]] = None
+    context_modes: Optional[Union[str, Sequence[str]]] = None
+    max_size_group: int = MAX_SIZE_GROUP
+    max_x_across: int = MAX_X_ACROSS
+    slicing: str = "center"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "speaker_modes", parse_modes(self.speaker_modes, SPEAKER_MODES, "speaker"))
+        object.__setattr__(self, "context_modes", parse_modes(self.context_modes, CONTEXT_MODES, "context"))
+        if self.slicing not in SLICINGS:
+            raise UsageError(f"unknown slicing {self.slicing!r}; choose one of {', '.join(SLICINGS)}")
+        for name in ("max_size_group", "max_x_across"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+
+    def record(self) -> dict[str, Any]:
+        """The settings for a report."""
+        return {"speaker_modes": list(self.speaker_modes), "context_modes": list(self.context_modes),
+                "slicing": self.slicing, "max_size_group": self.max_size_group, "max_x_across": self.max_x_across}
 
 
 def slice_items(
@@ -87,10 +125,7 @@ def slice_items(
 def score_item_frames(
     arrays: list[np.ndarray],
     items: ItemList,
-    speaker_modes: Sequence[str] = SPEAKER_MODES,
-    context_modes: Sequence[str] = CONTEXT_MODES,
-    max_size_group: int = MAX_SIZE_GROUP,
-    max_x_across: int = MAX_X_ACROSS,
+    settings: AbxSettings = AbxSettings(),
     seed: int = 0,
     device: Optional[torch.device] = None,
     progress: Optional[ProgressCallback] = None,
@@ -101,18 +136,20 @@ def score_item_frames(
     Args:
         arrays: ``(frames, dim)`` float array of every item of ``items`` (each at least one frame).
         items: the items.
+        settings: the modes and the subsampling (its ``slicing`` was used to make ``arrays``).
+        seed: seeds the cell subsampling and the X-speaker draws.
         device: where the DTW runs (default CPU).
     """
     features = ItemFeatures.from_arrays(arrays, device)
     rows = []
-    for context_mode in context_modes:
+    for context_mode in settings.context_modes:
         started = time.perf_counter()
         errors = abx_errors(
-            features, item_codes(items, context_mode), tuple(speaker_modes), max_size_group, max_x_across, seed,
-            progress, f"{stage} ({context_mode} context)",
+            features, item_codes(items, context_mode), tuple(settings.speaker_modes), settings.max_size_group,
+            settings.max_x_across, seed, progress, f"{stage} ({context_mode} context)",
         )
         seconds = time.perf_counter() - started
-        for speaker_mode in speaker_modes:
+        for speaker_mode in settings.speaker_modes:
             rows.append({"speaker_mode": speaker_mode, "context_mode": context_mode, **errors[speaker_mode],
                          "seconds": round(seconds, 3)})
     return rows
@@ -120,22 +157,13 @@ def score_item_frames(
 
 def run_abx(
     dataset: PathLike,
+    feature_sets: Optional[FeatureSetOptions] = None,
+    settings: Optional[AbxSettings] = None,
     *,
     items_file: Optional[PathLike] = None,
     split: Optional[str] = None,
-    checkpoint: Optional[PathLike] = None,
-    features: Optional[PathLike] = None,
-    model: Optional[torch.nn.Module] = None,
-    layer: str = "context",
-    baselines_requested: Optional[Union[str, Sequence[str]]] = None,
-    speaker_modes: Optional[Union[str, Sequence[str]]] = None,
-    context_modes: Optional[Union[str, Sequence[str]]] = None,
-    max_size_group: int = MAX_SIZE_GROUP,
-    max_x_across: int = MAX_X_ACROSS,
-    slicing: str = "center",
+    utterances: Optional[Sequence[int]] = None,
     frame_hop: float = DEFAULT_FRAME_HOP,
-    seed: int = 0,
-    device: Optional[Union[str, torch.device]] = None,
     out: Optional[PathLike] = None,
     progress: Optional[ProgressCallback] = None,
     overwrite: bool = False,
@@ -145,20 +173,15 @@ def run_abx(
     Args:
         dataset: a prepared dataset with phone alignments, or (with ``items_file``) a folder of audio
             or of ``.npy`` features (see :mod:`.inputs`).
+        feature_sets: the model (checkpoint, feature store of ``dataset`` or model in memory; none: the
+            default architecture with random weights), its layer (``context``, ``encoder`` or ``all``),
+            the baselines (None: MFCC, log-mel and random weights), the seed (it also seeds the cell
+            subsampling and the X-speaker draws) and the device (the DTW runs there too).
+        settings: the modes, subsampling and slicing (None: :class:`AbxSettings`' defaults, every mode).
         items_file: a libri-light / ZeroSpeech ``.item`` file (instead of the dataset's alignments).
         split: take a dataset's items from this split only (default: all utterances).
-        checkpoint, features, model: the model (a checkpoint, a feature store of ``dataset``, a model in
-            memory); with none, the default architecture with random weights (``seed``).
-        layer: ``context``, ``encoder`` or ``all`` (both, one row group each).
-        baselines_requested: subset of ``mfcc, logmel, random`` (None: all three; ``none``: none).
-        speaker_modes: ``within``, ``across`` (comma-separated or a list; None: both).
-        context_modes: ``within`` (triphone, libri-light / ZR2021), ``any`` (ZR2024 phoneme); None: both.
-        max_size_group, max_x_across: libri-light's subsampling (10 and 5).
-        slicing: ``center`` (frames whose centre lies in the segment) or ``librilight`` (its formula, one
-            frame fewer).
+        utterances: take a dataset's items from these utterance indices only (a quick subset).
         frame_hop: seconds per frame of ``.npy`` feature files.
-        seed: seeds the random weights, the cell subsampling and the X-speaker draws.
-        device: where the models and the DTW run (default: CUDA when available).
         out: write ``results.json``, ``results.md`` and ``abx.png`` there.
         progress: receives :class:`cpcaudio.progress.Progress` events.
         overwrite: replace a report already in ``out``.
@@ -168,41 +191,30 @@ def run_abx(
         row per features x speaker mode x context mode with ``error`` (a fraction) and counts.
     """
     from cpcaudio.devices import resolve_device
+    from cpcaudio.evaluate.abx.report import check_report_dir
 
-    if out is not None:
-        from cpcaudio.resources import check_output_dir
-
-        check_output_dir(Path(out), "report directory")
-        if (Path(out) / "results.json").exists() and not overwrite:
-            raise UsageError(f"{out} already holds an ABX report (results.json); pass --overwrite to replace it")
-    if slicing not in SLICINGS:
-        raise UsageError(f"unknown slicing {slicing!r}; choose one of {', '.join(SLICINGS)}")
-    speakers = parse_modes(speaker_modes, SPEAKER_MODES, "speaker")
-    contexts = parse_modes(context_modes, CONTEXT_MODES, "context")
-    torch_device = resolve_device(device)
-    corpus = open_corpus(dataset, items_file, split)
-    sets, record = feature_sets(
-        corpus, checkpoint=checkpoint, features=features, model=model, layer=layer,
-        baselines_requested=baselines_requested, seed=seed, device=torch_device, frame_hop=frame_hop,
-    )
+    options = feature_sets or FeatureSetOptions()
+    settings = settings or AbxSettings()
+    check_report_dir(out, overwrite, "an ABX report")
+    device = resolve_device(options.device)
+    corpus = open_corpus(dataset, items_file, split, utterances)
+    sets, record = build_feature_sets(corpus, options, frame_hop)
     results = []
     for feature_set in sets:
-        results.extend(
-            score_feature_set(corpus, feature_set, speakers, contexts, max_size_group, max_x_across, slicing, seed,
-                              torch_device, progress)
-        )
+        results.extend(score_feature_set(corpus, feature_set, settings, options.seed, device, progress))
     report = {
         "format": REPORT_FORMAT,
         "format_version": REPORT_FORMAT_VERSION,
         "dataset": {
             "path": str(corpus.path), "kind": corpus.kind, "split": split,
+            "utterances": None if utterances is None else len(set(map(int, utterances))),
             "items_file": None if items_file is None else str(items_file),
         },
         "items": item_summary(corpus.items),
         "settings": dict(
             distance="angular (acos of the dot product of L2-normalised frames, / pi)",
-            dtw="normalised by the path length (libri-light)", slicing=slicing, max_size_group=max_size_group,
-            max_x_across=max_x_across, seed=seed, device=str(torch_device),
+            dtw="normalised by the path length (libri-light)", **settings.record(), seed=options.seed,
+            device=str(device),
         ),
         "model": {key: value for key, value in record.items() if key != "config"},
         "features": {s.name: s.description for s in sets},
@@ -224,11 +236,7 @@ def item_summary(items: ItemList) -> dict[str, Any]:
 def score_feature_set(
     corpus: Corpus,
     feature_set: FeatureSet,
-    speaker_modes: Sequence[str],
-    context_modes: Sequence[str],
-    max_size_group: int,
-    max_x_across: int,
-    slicing: str,
+    settings: AbxSettings,
     seed: int,
     device: torch.device,
     progress: Optional[ProgressCallback] = None,
@@ -241,13 +249,11 @@ def score_feature_set(
     feature_seconds = time.perf_counter() - started
     arrays, kept = slice_items(
         frames, [corpus.file_ids[k] for k in indices], corpus.items, feature_set.centers, feature_set.hop_seconds,
-        slicing,
+        settings.slicing,
     )
     del frames
-    rows = score_item_frames(
-        arrays, corpus.items.select(kept), speaker_modes, context_modes, max_size_group, max_x_across, seed, device,
-        progress, f"abx: {feature_set.name}",
-    )
+    rows = score_item_frames(arrays, corpus.items.select(kept), settings, seed, device, progress,
+                             f"abx: {feature_set.name}")
     for row in rows:
         row.update(features=feature_set.name, items_without_frames=int((~kept).sum()),
                    feature_seconds=round(feature_seconds, 3))
