@@ -268,3 +268,12 @@ def tiny_run_sections(rate: int) -> dict[str, dict[str, object]]:
         "data": {"sample_rate": rate, "window_size": 1600, "batch_size": 2, "sampler": "uniform"},
         "train": {"max_steps": 2, "validate_every": 2, "validation_batches": 1, "log_every": 1},
     }
+
+
+def write_two_speaker_tones(source: Path, rate: int) -> Path:
+    """Two speakers (anna, bert) with three 0.4 s tones each under ``source``, as WAV files at ``rate``."""
+    for number, speaker in enumerate(("anna", "bert")):
+        for index in range(3):
+            samples = tone(int(0.4 * rate), rate, frequency=300 + 90 * number + 40 * index)
+            write_audio(source / speaker / f"{speaker}_{index}.wav", samples, rate)
+    return source

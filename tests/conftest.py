@@ -25,3 +25,15 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.pt"
     save_checkpoint(path, {"config": config.to_dict(), "model": CPCModel(config).state_dict(), "step": 0})
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny problems run faster on one torch thread, and the test machine is shared; restored afterwards.
+    Use it per module with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -26,13 +26,7 @@ from cpcaudio.evaluate import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny problems run faster on one thread, and the test machine is shared; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- metrics, windows, alignment, baselines ------------------------------------------------------------

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 import cpcaudio
 from badfiles import (
+    write_two_speaker_tones,
     tiny_run_sections,
     AUDIO_DAMAGE,
     assert_clean_failure,
@@ -52,9 +53,7 @@ def work(tmp_path_factory) -> Path:
     """A tiny 8 kHz dataset, a tiny config file and a checkpoint of a randomly initialised tiny model."""
     root = tmp_path_factory.mktemp("models")
     source = root / "source"
-    for number, speaker in enumerate(("anna", "bert")):
-        for index in range(3):
-            write_audio(source / speaker / f"{speaker}_{index}.wav", tone(3200, RATE, frequency=300 + 90 * number + 40 * index), RATE)
+    write_two_speaker_tones(source, RATE)
     prepare("folder", source, root / "dataset", workers=1)
     (root / "tiny.yaml").write_text(
         "\n".join(f"{section}: {values}" for section, values in TINY.items()).replace("'", "") + "\n"

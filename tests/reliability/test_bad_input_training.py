@@ -22,7 +22,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from badfiles import assert_clean_failure, error_lines, tiny_run_sections, tone, write_audio
+from badfiles import assert_clean_failure, error_lines, tiny_run_sections, write_two_speaker_tones
 from cpcaudio.cli.main import app
 from cpcaudio.config import CPCConfig
 from cpcaudio.data import PreparedDataset, prepare
@@ -53,9 +53,7 @@ def work(tmp_path_factory) -> Path:
     """A tiny 8 kHz dataset (6 utterances of 0.4 s) and its two-step config file."""
     root = tmp_path_factory.mktemp("training")
     source = root / "source"
-    for number, speaker in enumerate(("anna", "bert")):
-        for index in range(3):
-            write_audio(source / speaker / f"{speaker}_{index}.wav", tone(3200, RATE, frequency=300 + 90 * number + 40 * index), RATE)
+    write_two_speaker_tones(source, RATE)
     prepare("folder", source, root / "dataset", workers=1)
     CPCConfig.from_dict(TINY).save(root / "tiny.yaml")
     return root
