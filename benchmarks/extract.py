@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from cpcaudio import CPCConfig, CPCModel  # noqa: E402
+from cpcaudio.presets import load_preset  # noqa: E402
 from cpcaudio.extract import DEFAULT_CHUNK_SECONDS, extract  # noqa: E402
 from cpcaudio.toy import generated_signal  # noqa: E402
 
@@ -104,7 +105,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     device = common.setup_device(args.device, args.threads)
     torch.manual_seed(0)
-    config = tiny_config() if args.tiny else CPCConfig()
+    config = tiny_config() if args.tiny else load_preset("paper")
     seconds, utterances, max_seconds, repeats = args.seconds, args.utterances, 8.0, args.repeats
     if args.tiny:
         seconds, utterances, max_seconds, repeats = 3.0, 4, 2.0, 2

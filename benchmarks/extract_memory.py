@@ -59,11 +59,12 @@ def write_wav(path: Path, seconds: float, block_seconds: float = 60.0) -> None:
 def write_checkpoint(path: Path, config_name: str) -> None:
     import torch
 
-    from cpcaudio import CPCConfig, CPCModel
+    from cpcaudio import CPCModel
+    from cpcaudio.presets import load_preset
     from cpcaudio.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    config = CPCConfig.from_dict(CONFIGS[config_name])
+    config = load_preset("paper", CONFIGS[config_name])  # sizes over the paper model
     save_checkpoint(path, {"config": config.to_dict(), "model": CPCModel(config).state_dict(), "step": 0})
 
 

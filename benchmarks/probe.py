@@ -38,9 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from cpcaudio import CPCConfig  # noqa: E402
+from cpcaudio.presets import load_preset  # noqa: E402
 from cpcaudio.evaluate import LinearProbe, align_frame_labels, model_timing  # noqa: E402
 from cpcaudio.evaluate.baselines import random_model  # noqa: E402
 from cpcaudio.extract.features import extract  # noqa: E402
+from cpcaudio.geometry import ceil_div  # noqa: E402
 
 LABEL_HOP = 160  # samples per frame label at 16 kHz
 
@@ -58,14 +60,14 @@ def synthetic_corpus(
     for _ in range(num_utterances):
         length = int(seconds * sample_rate)
         signal = np.zeros(length, dtype=np.float32)
-        labels = np.zeros(-(-length // LABEL_HOP), dtype=np.int64)
+        labels = np.zeros(ceil_div(length, LABEL_HOP), dtype=np.int64)
         position = 0
         while position < length:
             count = min(int(rng.integers(sample_rate // 20, sample_rate * 3 // 20)), length - position)
             label = int(rng.integers(num_classes))
             t = np.arange(count) / sample_rate
             signal[position : position + count] = 0.4 * np.sin(2 * np.pi * 150.0 * (label + 1) * t + rng.uniform(0, 6.3))
-            first, last = position // LABEL_HOP, -(-(position + count) // LABEL_HOP)
+            first, last = position // LABEL_HOP, ceil_div(position + count, LABEL_HOP)
             labels[first:last] = label
             position += count
         signal += 0.05 * rng.standard_normal(length).astype(np.float32)
@@ -154,7 +156,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     device = common.setup_device(args.device, args.threads)
-    config = tiny_config() if args.tiny else CPCConfig()
+    config = tiny_config() if args.tiny else load_preset("paper")
     utterances, seconds, epochs = (6, 1.0, 2) if args.tiny else (args.utterances, args.seconds, args.epochs)
     model = random_model(config, args.seed).to(device)
     if args.dataset is not None:

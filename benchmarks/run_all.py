@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Optional
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("train_step", "extract", "loader", "probe")  # run in this order, whichever exist
+# Run in this order, whichever exist. The memory benchmarks (streaming, prepare_memory, extract_memory) each
+# measure a fresh child process; at full size they take the longest (2-hour files).
+BENCHMARKS = ("train_step", "extract", "loader", "probe", "streaming", "prepare_memory", "extract_memory")
 
 
 def json_lines(text: str) -> list[dict]:

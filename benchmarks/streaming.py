@@ -28,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from cpcaudio import CPCConfig, CPCModel  # noqa: E402
+from cpcaudio import CPCModel  # noqa: E402
+from cpcaudio.presets import load_preset  # noqa: E402
 from cpcaudio.extract.streaming import StreamingExtractor  # noqa: E402
 from cpcaudio.toy import generated_signal  # noqa: E402
 
@@ -97,7 +98,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     device = common.setup_device(args.device, args.threads)
     config_name, seconds = ("tiny", 20.0) if args.tiny else (args.config, args.hours * 3600.0)
     torch.manual_seed(0)
-    model = CPCModel(CPCConfig.from_dict(CONFIGS[config_name])).to(device).eval()
+    model = CPCModel(load_preset("paper", CONFIGS[config_name])).to(device).eval()
     baseline = current_rss_mib()
     result = stream_signal(model, seconds, args.block_seconds)
     payload = {

@@ -45,6 +45,7 @@ from cpcaudio.model.cpu_kernels import fast_paths
 from cpcaudio.model.heads import PredictionHeads
 from cpcaudio.model.loss import SCORING_PATHS, heads_info_nce, scoring_path
 from cpcaudio.model.negatives import sample_negatives
+from cpcaudio.presets import load_preset
 
 PAPER = {  # the CPC paper's model as CPC_audio trains it (batch norm, linear heads)
     "encoder": {"hidden_dim": 512, "normalization": "batch"},
@@ -77,7 +78,7 @@ def build_config(
         data["encoder"]["normalization"] = normalization
     if batch_size is not None:
         data["data"]["batch_size"] = batch_size
-    return CPCConfig.from_dict(data)
+    return load_preset("paper", data)  # the sections over the paper model (not the learn-fast defaults)
 
 
 Variant = Callable[[], contextlib.AbstractContextManager]
@@ -160,7 +161,7 @@ def make_loss_step(config: CPCConfig, device: torch.device, precision: str = "fp
     batch_size, window_size = config.data.batch_size, config.data.window_size
     frames = CPCModel(config).num_frames(window_size)
     predictor = config.predictor
-    heads = PredictionHeads(config.context.hidden_dim, config.encoder.hidden_dim, predictor).to(device)
+    heads = PredictionHeads(config.context.hidden_dim, config.encoder.hidden_dim, predictor, frames).to(device)
     latents = torch.randn(batch_size, frames, config.encoder.hidden_dim, device=device, requires_grad=True)
     context = torch.randn(batch_size, frames, config.context.hidden_dim, device=device, requires_grad=True)
     lengths = torch.full((batch_size,), frames, dtype=torch.long, device=device)

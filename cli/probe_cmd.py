@@ -52,7 +52,10 @@ def probe(
     Features are computed once per feature set and cached in memory; every probe (standardised
     multinomial logistic regression, L2 penalty chosen on a validation part of train; for --task class
     also TS2Vec's RBF-SVM) trains on the dataset's train split and is scored on its test split. The seed
-    draws the random-weight model, the validation split and the SVM subsample.
+    draws the random-weight model, the validation split and the SVM subsample. --task speaker scores
+    windows twice: by the last context frame (window, CPC_audio's protocol) and by the mean over the
+    window's frames (window-mean, SUPERB's pooling; for MFCC, log-mel and encoder features both are the
+    same probe, fitted once).
     """
     from cpcaudio.evaluate.runner import run_probe
     from cpcaudio.report.tables import markdown_table

@@ -22,6 +22,7 @@ import typer
 from cpcaudio.cli.common import echo, user_errors
 from cpcaudio.cli.options import DeviceOption, OverwriteOption, QuietOption, SeedOption, SetOption
 from cpcaudio.cli.progress import ProgressPrinter
+from cpcaudio.presets import available_presets
 from cpcaudio.runtime import keep_freed_memory
 
 
@@ -34,10 +35,24 @@ def train(
     dataset: Path = typer.Argument(..., help="Prepared dataset directory (from 'cpcaudio prepare')."),
     out: Path = typer.Argument(..., help="Run directory: checkpoints, metrics.jsonl, TensorBoard events."),
     config_file: Optional[Path] = typer.Option(
-        None, "--config", help="YAML/JSON config file (sections encoder, context, predictor, optim, data, train)."
+        None,
+        "--config",
+        help="YAML/JSON config file (sections encoder, context, predictor, optim, data, train, augment), or the "
+        f"name of a preset shipped with cpcaudio: {', '.join(available_presets())} (paper: the CPC paper's "
+        "configuration, whatever the defaults become).",
+        metavar="FILE|PRESET",
     ),
     assignments: SetOption = None,
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (sets train.max_steps)."),
+    minutes: Optional[float] = typer.Option(
+        None,
+        "--minutes",
+        help="Wall-clock budget (sets train.max_minutes; 0: none): stop after the first step at which this "
+        "invocation has trained M minutes, then validate and save last.pt. Per invocation (a --resume gets the "
+        "budget again); --steps still caps the run, and the learning-rate schedule stays step-based (a cosine "
+        "schedule over train.max_steps barely decays if the budget ends the run early).",
+        metavar="M",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in OUT from its last.pt (starts one, and says so, if OUT has none)."
     ),
@@ -46,7 +61,10 @@ def train(
     quiet: QuietOption = False,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Pretrain a CPC model on a prepared dataset, writing checkpoints (last.pt, best.pt) and logs to OUT."""
+    """Pretrain a CPC model on a prepared dataset, writing checkpoints (last.pt, best.pt) and logs to OUT.
+
+    --minutes M ends the run at the first step M minutes after its start (or at --steps) and says how many fit.
+    """
     early: list[int] = []
     previous = _hold_signals(early)  # torch takes seconds to import: keep a Ctrl-C / SIGTERM meanwhile
     try:
@@ -65,7 +83,7 @@ def train(
         with user_errors(ctx, interrupted=at_once), stop_request() as stop:
             for number in early:
                 stop.request(number)
-            run = assemble_run_config(out, config_file, assignments or [], steps, seed, resume)
+            run = assemble_run_config(out, config_file, assignments or [], steps, seed, resume, minutes)
             with ProgressPrinter(quiet=quiet) as printer:
                 summary = train_model(
                     dataset,

@@ -30,13 +30,14 @@ from cpcaudio.geometry import default_paddings
 
 Normalization = Literal["batch", "channel", "layer", "none", "channel-unbiased"]
 InputNormalization = Literal["sequence", "none"]
-NegativeSampling = Literal["batch", "same-sequence"]
+NegativeSampling = Literal["batch", "same-sequence", "mixed"]
 ContextKind = Literal["gru", "lstm"]
-HeadKind = Literal["linear", "mlp"]
+HeadKind = Literal["linear", "mlp", "transformer"]
 SamplerMode = Literal["uniform", "same-speaker", "sequential"]
 ShortUtterances = Literal["pad", "skip"]
 Schedule = Literal["constant", "cosine", "step"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+AugmentTarget = Literal["past", "both"]
 
 
 @dataclass
@@ -44,7 +45,7 @@ class EncoderConfig:
     """Strided 1-D convolution stack mapping raw signal (batch, channels, time) to latents z."""
 
     in_channels: int = 1  # channels of the input signal (1 for mono audio, 6 for a 6-axis IMU, ...)
-    hidden_dim: int = 512  # output channels of every conv layer = dimension of z
+    hidden_dim: int = 256  # output channels of every conv layer = dimension of z (paper: 512)
     kernel_sizes: tuple[int, ...] = (10, 8, 4, 4, 4)  # one entry per layer
     strides: tuple[int, ...] = (5, 4, 2, 2, 2)  # product = samples per frame (160 = 10 ms at 16 kHz)
     paddings: Optional[tuple[int, ...]] = None  # None: (k - s + 1) // 2 per layer, CPC_audio's (3,2,1,1,1)
@@ -96,27 +97,33 @@ class PredictorConfig:
 
     num_steps: int = 12  # K: predict z_{t+1} .. z_{t+K}
     num_negatives: int = 128  # N negatives per (sequence, time, step)
-    negative_sampling: NegativeSampling = "batch"  # pool the negatives are drawn from
-    head: HeadKind = "linear"  # W_k: linear, or one hidden layer (mlp)
+    negative_sampling: NegativeSampling = "mixed"  # pool: half own sequence, half batch (paper: batch)
+    head: HeadKind = "linear"  # W_k: linear, one hidden layer (mlp), or a causal transformer layer (CPC_audio's)
     head_hidden_dim: int = 512  # hidden width when head == "mlp"
+    # head == "transformer" (cpcaudio.model.heads.TransformerHeads); CPC_audio's values:
+    head_attention_heads: int = 8  # attention heads per step; must divide encoder.hidden_dim
+    head_feedforward_dim: int = 2048  # width of the feed-forward layer
+    head_dropout: float = 0.1  # dropout of the attention weights and the feed-forward hidden layer (training)
 
     def validate(self) -> None:
-        _positive(self, "num_steps", "num_negatives", "head_hidden_dim")
+        _positive(self, "num_steps", "num_negatives", "head_hidden_dim", "head_attention_heads", "head_feedforward_dim")
+        if not 0.0 <= self.head_dropout < 1.0:  # (NaN fails too)
+            raise ConfigError(f"predictor.head_dropout must be in [0, 1), got {self.head_dropout}; e.g. 0.1")
 
 
 @dataclass
 class OptimConfig:
     """Optimisation: Adam as in the paper, optional warm-up and decay."""
 
-    learning_rate: float = 2e-4  # Adam step size
+    learning_rate: float = 5e-4  # Adam step size (paper: 2e-4)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam moment decay rates
     eps: float = 1e-8  # Adam epsilon
     weight_decay: float = 0.0  # decoupled weight decay (AdamW) when > 0
-    warmup_steps: int = 0  # linear warm-up from 0 to learning_rate
+    warmup_steps: int = 100  # linear warm-up from 0 to learning_rate (paper: 0)
     schedule: Schedule = "constant"  # decay after warm-up
     step_size: int = 10000  # schedule == "step": decay every step_size steps
     step_gamma: float = 0.5  # schedule == "step": multiply the rate by this
-    grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping (paper: 0)
     accumulate: int = 1  # micro-batches per optimiser step
 
     def validate(self) -> None:
@@ -135,11 +142,13 @@ class DataConfig:
     sample_rate: int = 16000  # samples per second of the (prepared) signal
     window_size: int = 20480  # samples per training window (1.28 s at 16 kHz)
     batch_size: int = 8  # windows per batch (per process under torchrun)
-    sampler: SamplerMode = "same-speaker"  # CPC_audio's default: each batch from one speaker
+    sampler: SamplerMode = "uniform"  # windows from any speaker (paper/CPC_audio: same-speaker)
     short_utterances: ShortUtterances = "pad"  # utterances shorter than a window: pad+mask or skip
+    num_workers: int = 0  # loader processes making training batches (windows + augmentation); 0: main process
 
     def validate(self) -> None:
         _positive(self, "sample_rate", "window_size", "batch_size")
+        _non_negative(self, "num_workers")
 
 
 @dataclass
@@ -154,6 +163,7 @@ class TrainConfig:
     precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False  # torch.compile the model and loss
     max_epochs: float = 0.0  # > 0: train this many passes over the training audio instead of max_steps
+    max_minutes: float = 0.0  # > 0: also stop at the first step this invocation's wall time reaches it; 0: off
     checkpoint_every: int = 0  # steps between last.pt writes; 0: at every validation
     checkpoint_minutes: float = 10.0  # also write last.pt when this many minutes passed since the last; 0: off
     train_split: str = "train"  # dataset split trained on
@@ -162,7 +172,45 @@ class TrainConfig:
 
     def validate(self) -> None:
         _positive(self, "max_steps", "validate_every", "validation_batches", "log_every")
-        _non_negative(self, "max_epochs", "checkpoint_every", "checkpoint_minutes")
+        _non_negative(self, "max_epochs", "max_minutes", "checkpoint_every", "checkpoint_minutes")
+
+
+@dataclass
+class AugmentConfig:
+    """Time-domain augmentation of the training windows (Kharitonov et al., 2020); see cpcaudio.augment.
+
+    Each effect applies to a window with its probability, its parameters drawn uniformly from its range.
+    The defaults, once enabled, are the paper's best combination (pitch, reverberation, additive noise).
+    """
+
+    enabled: bool = False  # augment the training windows (validation never is); false: off
+    target: AugmentTarget = "past"  # past: only the context's encoder input; both: targets and negatives too
+    pitch_probability: float = 0.5  # share of windows pitch-shifted (duration kept)
+    pitch_cents: tuple[float, float] = (-300.0, 300.0)  # shift range; 100 cents = 1 semitone
+    reverb_probability: float = 0.5  # share of windows reverberated (synthetic room response)
+    reverb_decay_seconds: tuple[float, float] = (0.1, 0.6)  # RT60 range (time to decay by 60 dB): room size
+    reverb_wet: tuple[float, float] = (0.2, 0.6)  # share of reverberant energy: distance from the source
+    noise_probability: float = 0.5  # share of windows with additive noise
+    noise_snr_db: tuple[float, float] = (10.0, 20.0)  # signal-to-noise ratio range in dB
+    noise_dir: str = ""  # folder of noise audio files; "": generated coloured noise
+    noise_exponent: tuple[float, float] = (0.0, 2.0)  # generated noise power ~ 1/f^e: 0 white, 1 pink, 2 brown
+    bandreject_probability: float = 0.0  # share of windows with one frequency band removed
+    bandreject_centre_hz: tuple[float, float] = (200.0, 6000.0)  # band centre range, drawn on the mel scale
+    bandreject_width_octaves: tuple[float, float] = (0.1, 0.5)  # band width range
+    dropout_probability: float = 0.0  # share of windows with time dropout (segments set to zero)
+    dropout_fraction: tuple[float, float] = (0.02, 0.1)  # share of the window's samples zeroed
+    dropout_segment_ms: tuple[float, float] = (10.0, 100.0)  # length range of each zeroed segment
+
+    def validate(self) -> None:
+        for name in ("pitch", "reverb", "noise", "bandreject", "dropout"):
+            _interval(self, f"{name}_probability", 0.0, 1.0)
+        for name, lowest, highest in (
+            ("pitch_cents", -1200.0, 1200.0), ("reverb_decay_seconds", 1e-3, 10.0), ("reverb_wet", 0.0, 1.0),
+            ("noise_snr_db", -30.0, 100.0), ("noise_exponent", 0.0, 3.0), ("bandreject_centre_hz", 1.0, 1e6),
+            ("bandreject_width_octaves", 1e-3, 4.0), ("dropout_fraction", 0.0, 0.9),
+            ("dropout_segment_ms", 0.1, 1e4),
+        ):  # fmt: skip
+            _interval(self, name, lowest, highest)
 
 
 @dataclass
@@ -175,6 +223,7 @@ class CPCConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> CPCConfig:
         """Check every section; raise :class:`ConfigError` naming the bad key. Returns ``self``."""
@@ -264,9 +313,7 @@ def apply_overrides(config: CPCConfig, assignments: Iterable[str]) -> CPCConfig:
 # ---- helpers ---------------------------------------------------------------------------------------
 
 # section.key -> why it went. Written by earlier versions (so found in their checkpoints), read by none.
-RETIRED_KEYS = {
-    "data.num_workers": "cpcaudio 0.1 validated it but never started loader workers",
-}
+RETIRED_KEYS: dict[str, str] = {}
 
 
 def _without_retired_keys(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -298,6 +345,23 @@ def _non_negative(section: Any, *names: str) -> None:
             raise ConfigError(f"{_section_name(section)}.{name} must be >= 0, got {value}")
 
 
+def _interval(section: Any, name: str, lowest: float, highest: float) -> None:
+    """A number, or an increasing (low, high) range, inside [lowest, highest]."""
+    value = getattr(section, name)
+    values = value if isinstance(value, tuple) else (value,)
+    what = "a range [low, high] with low <= high" if isinstance(value, tuple) else "a number"
+    if not all(math.isfinite(v) and lowest <= v <= highest for v in values) or list(values) != sorted(values):
+        key = f"{_section_name(section)}.{name}"
+        raise ConfigError(
+            f"{key} must be {what} inside [{lowest:g}, {highest:g}], got {_plain(value)}; "
+            f"e.g. {key}={_plain(getattr(type(section)(), name))} (the default)"
+        )
+
+
+def _plain(value: Any) -> str:
+    return f"[{', '.join(f'{v:g}' for v in value)}]" if isinstance(value, tuple) else f"{value:g}"
+
+
 def _finite(section: Any, name: str, value: Any, bound: str) -> None:
     """Refuse NaN and infinity (which pass or fail ``<`` comparisons silently) naming the key and the default."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -315,6 +379,7 @@ _SECTION_NAMES = {
     OptimConfig: "optim",
     DataConfig: "data",
     TrainConfig: "train",
+    AugmentConfig: "augment",
 }
 
 

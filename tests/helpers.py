@@ -16,10 +16,22 @@ from cpcaudio.toy import generated_signal  # noqa: F401  (re-exported: a chirpin
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
 
+# The tests were written against the paper's training settings (same-speaker batches, negatives from the
+# whole batch, Adam at 2e-4 without warm-up or clipping); the tiny configs keep them, so that a change of
+# the learn-fast defaults (cpcaudio.config) does not change what those tests train. The defaults
+# themselves are tested where they matter (tests/model/test_model.py, tests/model/test_loss.py).
+PAPER_TRAINING: dict[str, dict[str, Any]] = {
+    "predictor": {"negative_sampling": "batch"},
+    "optim": {"learning_rate": 2e-4, "warmup_steps": 0, "grad_clip": 0.0},
+    "data": {"sampler": "same-speaker"},
+}
+
 TINY_SECTIONS: dict[str, dict[str, Any]] = {
     "encoder": {"hidden_dim": 32},
     "context": {"hidden_dim": 32},
-    "predictor": {"num_steps": 3, "num_negatives": 8},
+    "predictor": {"num_steps": 3, "num_negatives": 8, **PAPER_TRAINING["predictor"]},
+    "optim": dict(PAPER_TRAINING["optim"]),
+    "data": dict(PAPER_TRAINING["data"]),
 }
 
 

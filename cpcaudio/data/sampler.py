@@ -21,7 +21,7 @@ Utterances shorter than a window are padded with zeros and masked through ``leng
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Optional
 
@@ -51,6 +51,9 @@ class WindowBatch:
         frame_labels: int64 ``(batch, ceil(window / label_hop))`` or ``None``; -1 = no label/padding.
             Pass a row to :func:`cpcaudio.data.frame_labels_for_encoder` to label encoder frames.
         step: position of this batch in the stream.
+        context_signal: float32 ``(batch, channels, window)`` or ``None``: with ``augment.target = past``,
+            the augmented windows that only the context network sees (``signal`` stays clean and gives
+            the targets and negatives); see :mod:`cpcaudio.augment`.
     """
 
     signal: torch.Tensor
@@ -60,6 +63,7 @@ class WindowBatch:
     speaker: torch.Tensor
     frame_labels: Optional[torch.Tensor]
     step: int
+    context_signal: Optional[torch.Tensor] = None
 
     @property
     def mask(self) -> torch.Tensor:
@@ -69,10 +73,23 @@ class WindowBatch:
 
     def to(self, device: torch.device | str) -> "WindowBatch":
         """The same batch with every tensor moved to ``device``."""
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def model_inputs(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``(signal, lengths, context_signal)`` copied to ``device`` (non-blocking): the arguments of
+        :meth:`cpcaudio.model.CPCModel.forward`; ``context_signal`` stays None when there is none."""
         move = lambda t: t.to(device, non_blocking=True) if t is not None else None  # noqa: E731
+        return move(self.signal), move(self.lengths), move(self.context_signal)
+
+    def pin_memory(self) -> "WindowBatch":
+        """The same batch in page-locked memory (what ``DataLoader(pin_memory=True)`` calls)."""
+        return self._map(lambda t: t.pin_memory())
+
+    def _map(self, function: Callable[[torch.Tensor], torch.Tensor]) -> "WindowBatch":
+        move = lambda t: function(t) if t is not None else None  # noqa: E731
         return WindowBatch(
             move(self.signal), move(self.lengths), move(self.utterance_index), move(self.start),
-            move(self.speaker), move(self.frame_labels), self.step,
+            move(self.speaker), move(self.frame_labels), self.step, move(self.context_signal),
         )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ speaker).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -67,7 +67,8 @@ def training_curves(metrics: Sequence[dict[str, Any]], path: PathLike) -> Path:
 
 
 def accuracy_bars(
-    accuracy: dict[str, dict[str, float]], names: dict[str, str], chance: dict[str, float], path: PathLike
+    accuracy: dict[str, dict[str, float]], names: dict[str, str], chance: dict[str, float], path: PathLike,
+    repeated: Collection[tuple[str, str]] = (),
 ) -> Path:
     """Grouped bars of probe test accuracy: one group per task/protocol, one bar per feature kind.
 
@@ -76,6 +77,8 @@ def accuracy_bars(
         names: display name per feature kind, in the order of the bars.
         chance: majority-class accuracy per task/protocol (a dashed line).
         path: the PNG to write.
+        repeated: ``(task/protocol, feature kind)`` bars that repeat another protocol's fit on the same
+            samples (``speaker/window-mean`` of MFCC and log-mel); drawn hatched.
 
     Returns:
         ``path``.
@@ -91,6 +94,9 @@ def accuracy_bars(
         values = [100 * accuracy[c].get(kind, math.nan) for c in columns]
         positions = [p + (index - (len(kinds) - 1) / 2) * width for p in range(len(columns))]
         bars = axes.bar(positions, values, width, label=names[kind], color=FEATURE_COLORS.get(kind))
+        for bar, column in zip(bars, columns):
+            if (column, kind) in repeated:
+                bar.set_hatch("//")
         axes.bar_label(bars, fmt="%.0f", fontsize=7)
     for position, column in enumerate(columns):
         if column in chance:
@@ -100,7 +106,8 @@ def accuracy_bars(
     axes.set_ylabel("test accuracy (%)")
     axes.set_ylim(0, 108)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    axes.set_title("linear probes: CPC vs baselines (dashed: majority class)", fontsize=10)
+    hatched = "; hatched: the same fit as another column" if repeated else ""
+    axes.set_title(f"linear probes: CPC vs baselines (dashed: majority class{hatched})", fontsize=10)
     figure.tight_layout()
     return save_figure(figure, path)
 

@@ -38,6 +38,18 @@ def accuracy_table(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, fl
     return table
 
 
+def repeated_fits(reports: dict[str, dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """``{("<task>/<protocol>", "<features>"): "<task>/<fitted protocol>"}`` for the results that repeat
+    another protocol's fit on the same samples (``window-mean`` of the features that the ``window``
+    protocol already averages: MFCC, log-mel, encoder features)."""
+    return {
+        (f"{task}/{result['protocol']}", result["features"]): f"{task}/{result['same_problem_as']}"
+        for task, report in reports.items()
+        for result in report["results"]
+        if result.get("same_problem_as")
+    }
+
+
 @dataclass
 class RunOutcome:
     """What the stages of a demo run produced: the inputs of its report.
@@ -81,7 +93,8 @@ def build_report(outcome: RunOutcome) -> tuple[list[Path], Page]:
     metrics = read_metrics(out_dir / RUN_DIR)
     figures = [
         training_curves(metrics, figures_dir / "training_curves.png"),
-        accuracy_bars(outcome.accuracy, FEATURE_NAMES, _chance(reports), figures_dir / "probe_accuracy.png"),
+        accuracy_bars(outcome.accuracy, FEATURE_NAMES, _chance(reports), figures_dir / "probe_accuracy.png",
+                      repeated=set(repeated_fits(reports))),
     ]
     store = FeatureStore.open(out_dir / FEATURES_DIR)
     embedding_path, silhouette = utterance_map(store, figures_dir / "utterance_map.png")
@@ -128,6 +141,7 @@ def _page(
 
     columns = list(accuracy)
     features = [name for name in FEATURE_NAMES if any(name in accuracy[c] for c in columns)]
+    repeated = repeated_fits(reports)
     headline = []
     for column in columns:
         row = accuracy[column]
@@ -144,9 +158,10 @@ def _page(
         Heading("Results"),
         Table(
             ["features"] + [_column_title(c, config, reports) for c in columns],
-            [[FEATURE_NAMES[n]] + [_percent(accuracy[c].get(n)) for c in columns] for n in features]
+            [[FEATURE_NAMES[n]] + [_cell(accuracy, repeated, c, n) for c in columns] for n in features]
             + [["majority class"] + [_percent(_chance(reports).get(c)) for c in columns]],
         ),
+        *([Paragraph(_repeated_note(repeated, config, reports))] if repeated else []),
         Paragraph(_counts_sentence(reports, dataset)),
         Paragraph(_reading_notes(plan, reports)),
         Image("figures/probe_accuracy.png", "Probe test accuracy: the CPC model next to its baselines "
@@ -190,13 +205,35 @@ def _page(
     return page
 
 
+def _cell(accuracy: dict[str, dict[str, float]], repeated: dict[tuple[str, str], str], column: str, name: str) -> str:
+    """The table cell of features ``name`` in ``column``; ``*`` marks a value that repeats another column's fit."""
+    return _percent(accuracy[column].get(name)) + ("*" if (column, name) in repeated else "")
+
+
+def _repeated_note(repeated: dict[tuple[str, str], str], config: Any, reports: dict[str, dict[str, Any]]) -> str:
+    """The footnote of the ``*`` cells: which features, and which column's probe they repeat."""
+    parts = []
+    for column, fitted in dict.fromkeys((c, f) for (c, _), f in repeated.items()):
+        names = [FEATURE_NAMES.get(n, n) for (c, n) in repeated if c == column]
+        parts.append(
+            f"{', '.join(names)} in \"{_column_title(column, config, reports)}\" repeat \""
+            f"{_column_title(fitted, config, reports)}\""
+        )
+    return (
+        "*: " + "; ".join(parts) + ": for these features the window vector already is the mean over the window's "
+        "frames, so both columns are the same probe, fitted once."
+    )
+
+
 def _reading_notes(plan: DemoPlan, reports: dict[str, dict[str, Any]]) -> str:
     notes = ["How to read it: a linear probe measures what the frozen features make linearly separable."]
     if "speaker" in reports:
         notes.append(
             "The window-level speaker probe follows CPC_audio: each window is encoded alone and its **last** "
             "context frame is the window's vector (MFCC and log-mel are averaged over the window's frames), so it "
-            "asks the context to carry the speaker at every instant; the utterance-level probe averages over time."
+            "asks the context to carry the speaker at every instant. The window-mean column pools the same "
+            "windows by the **mean** over their frames, as SUPERB's speaker identification does; the "
+            "utterance-level probe averages over the whole utterance."
         )
     if plan.data is None:
         notes.append(
@@ -209,9 +246,11 @@ def _reading_notes(plan: DemoPlan, reports: dict[str, dict[str, Any]]) -> str:
 def _column_title(column: str, config: Any, reports: dict[str, dict[str, Any]]) -> str:
     task, _, protocol = column.partition("/")
     label = str(reports.get(task, {}).get("label") or task)  # e.g. "digit" for the class task on FSDD
+    window = config.data.window_size / config.data.sample_rate
     titles = {
         "phone/frame": "phone (per frame)",
-        "speaker/window": f"speaker (per {config.data.window_size / config.data.sample_rate:g} s window)",
+        "speaker/window": f"speaker (per {window:g} s window, last frame)",
+        "speaker/window-mean": f"speaker (per {window:g} s window, mean)",
         "speaker/utterance": "speaker (per utterance)",
         "class/utterance": f"{label} (per utterance)",
         "class/utterance-svm": f"{label} (RBF-SVM, TS2Vec protocol)",

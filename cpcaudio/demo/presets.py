@@ -60,7 +60,7 @@ class Preset:
 
 def model_config(
     encoder: int, context: int, steps: int, negatives: int, batch: int, window: int, learning_rate: float,
-    warmup: int, sampler: str,
+    warmup: int, sampler: str, negatives_from: str = "mixed",
 ) -> dict[str, Any]:
     """The training config of a preset, as overrides of :class:`cpcaudio.config.CPCConfig` (nested dict).
 
@@ -70,11 +70,13 @@ def model_config(
         batch, window: windows per batch and samples per window.
         learning_rate, warmup: Adam's peak learning rate and its warm-up steps (cosine decay after).
         sampler: how batches are drawn (``uniform``: mixed speakers).
+        negatives_from: ``predictor.negative_sampling`` (``mixed``: half from the own window, half from
+            the batch).
     """
     return {
         "encoder": {"hidden_dim": encoder},
         "context": {"hidden_dim": context},
-        "predictor": {"num_steps": steps, "num_negatives": negatives},
+        "predictor": {"num_steps": steps, "num_negatives": negatives, "negative_sampling": negatives_from},
         "data": {"window_size": window, "batch_size": batch, "sampler": sampler},
         "optim": {"learning_rate": learning_rate, "warmup_steps": warmup, "schedule": "cosine", "grad_clip": 1.0},
         "train": {"log_every": 5, "validation_batches": 8},
@@ -86,8 +88,8 @@ def model_config(
 # sampler), seconds per step, other seconds, min steps, max steps, default minutes, phone-probe seconds,
 # k-means units K, ABX training seconds, ABX items per cell.
 _ROWS = (
-    ("default", 16, 12.0, model_config(256, 256, 12, 128, 8, 20480, 5e-4, 50, "uniform"),
-     0.55, 210.0, 50, 20000, 10.0, 200.0, 50, 200.0, 3),
+    ("default", 16, 12.0, model_config(128, 256, 12, 128, 8, 20480, 5e-4, 50, "uniform"),
+     0.26, 240.0, 50, 20000, 10.0, 200.0, 50, 200.0, 3),
     ("default-gpu", 24, 40.0, model_config(512, 256, 12, 128, 32, 20480, 5e-4, 100, "uniform"),
      0.05, 150.0, 500, 20000, 10.0, 1800.0, 50, 1800.0, 3),
     ("tiny", 4, 1.5, model_config(64, 64, 4, 16, 8, 5120, 1e-3, 5, "uniform"),

@@ -151,8 +151,10 @@ def stage_train(
             emit(DemoEvent("train", "progress", done=event.step, total=event.max_steps,
                            message=event.message, detail=event))
 
+    # Resume only a run that exists: asking train to resume an empty run_dir would print its "--resume: ...
+    # holds no run yet" note, meant for a user who passed --resume, not for the demo's own first run.
     summary = train(
-        dataset_path, run_dir, config, resume=True, device=device, progress=forward, command=command,
+        dataset_path, run_dir, config, resume=last.is_file(), device=device, progress=forward, command=command,
         explicit_keys=set(),
     )
     validation = summary.last_validation or {}

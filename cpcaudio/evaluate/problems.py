@@ -2,15 +2,20 @@
 tasks build them from (protocols, pooling, windows, sample assembly).
 
 A protocol says how samples are made and which probe fits them: ``frame`` (one sample per feature
-frame), ``utterance`` (one pooled vector per utterance), ``window`` (one per fixed-length window) and
-``utterance-svm`` (TS2Vec's max-pooled vectors and RBF-SVM). Tasks (:mod:`cpcaudio.evaluate.tasks`)
-choose their protocols and build the problems.
+frame), ``utterance`` (one pooled vector per utterance), ``window`` (one per fixed-length window: the
+last context frame, CPC_audio's protocol), ``window-mean`` (the same windows, mean-pooled: SUPERB's
+speaker-ID pooling) and ``utterance-svm`` (TS2Vec's max-pooled vectors and RBF-SVM). Tasks
+(:mod:`cpcaudio.evaluate.tasks`) choose their protocols and build the problems.
+
+Two protocols can give one source the very same samples (``window`` and ``window-mean`` for features
+the window protocol already averages); the second problem then names the first in
+:attr:`ProbeProblem.same_as` (:func:`same_problem`), and the runner fits it once and reports it under both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -55,7 +60,13 @@ UTTERANCE = Protocol(
 WINDOW = Protocol(
     "window",
     "consecutive {window_seconds:g} s windows, each processed alone (stored features: cut from the whole "
-    "utterance); last frame for context features, mean over frames otherwise",
+    "utterance); last frame for context features (CPC_audio's protocol), mean over frames otherwise",
+)
+WINDOW_MEAN = Protocol(
+    "window-mean",
+    "the window protocol's windows, each vector the mean over the window's frames (SUPERB's speaker-ID "
+    "pooling); for features the window protocol already averages (encoder, MFCC, log-mel) it is the same "
+    "problem, fitted once and reported under both",
 )
 UTTERANCE_SVM = Protocol(
     "utterance-svm",
@@ -76,6 +87,13 @@ class ProbeProblem:
     test_x: np.ndarray  # (n_test, dim)
     test_y: np.ndarray  # (n_test,)
     excluded: dict[str, int] = field(default_factory=dict)  # what was left out, and why
+    same_as: Optional[str] = None  # an earlier protocol (of this source) with these very samples: not refitted
+
+
+def same_problem(problem: ProbeProblem, protocol: Protocol) -> ProbeProblem:
+    """``problem``'s samples (the same arrays, not copied) under ``protocol``, marked as the same problem:
+    the runner reports ``problem``'s fit under both protocols instead of fitting twice."""
+    return replace(problem, protocol=protocol, same_as=problem.protocol.name)
 
 
 @dataclass

@@ -11,6 +11,7 @@ cache: no re-encoding per epoch).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -157,6 +158,12 @@ def _fit_and_score(
     }
 
 
+def _same_problem_result(result: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """``result`` (the fit of another protocol on the very same samples) reported under ``protocol``, with
+    ``same_problem_as`` naming the protocol that was fitted (no fit time of its own)."""
+    return {**copy.deepcopy(result), "protocol": protocol, "same_problem_as": result["protocol"], "fit_seconds": 0.0}
+
+
 def _check_output(out: Optional[PathLike], overwrite: bool) -> None:
     """Refuse, before any work, an output directory that cannot be one or already holds a report."""
     if out is None:
@@ -216,7 +223,9 @@ def run_probe(
     Returns:
         The report (what results.json holds): dataset, task, model, features, protocols, seeds, the exact
         split, and one result per (features, protocol): accuracy, balanced accuracy, macro-F1, per-class
-        accuracy, confusion matrix, majority-class accuracy, counts and the chosen hyperparameters.
+        accuracy, confusion matrix, majority-class accuracy, counts and the chosen hyperparameters. A
+        result with ``same_problem_as`` (``window-mean`` of features the ``window`` protocol already
+        averages) repeats that protocol's fit: the samples are the same, so it is not fitted again.
 
     Raises:
         UsageError: bad task, layer, baseline or device names, or more than one model given.
@@ -258,10 +267,17 @@ def run_probe(
     label_names = probe_task.label_names(dataset)
     results = []
     for source in sources:
+        fitted: dict[str, dict[str, Any]] = {}
         for problem in probe_task.build_problems(source, inputs):
+            if problem.same_as is not None:  # the very samples of an earlier protocol: its fit, not a second one
+                results.append(_same_problem_result(fitted[problem.same_as], problem.protocol.name))
+                continue
             stage = f"probe: {source.name} / {problem.protocol.name}"
             report(progress, Progress(stage, 0, 1, "fit"))
-            results.append(_fit_and_score(problem, source, seed, resolved, label_names, max_train_frames))
+            fitted[problem.protocol.name] = _fit_and_score(
+                problem, source, seed, resolved, label_names, max_train_frames
+            )
+            results.append(fitted[problem.protocol.name])
             report(progress, Progress(stage, 1, 1, "fit"))
     used = set(train.tolist()) | set(test.tolist())
     probe_report = {

@@ -91,7 +91,7 @@ class KMeansUnits:
         unrecorded layer)."""
         fitted = self.meta.get("layer")
         if fitted is not None and layer != fitted:
-            raise UsageError(f"this k-means was fitted on {fitted} features, not {layer}")
+            raise UsageError(f"this k-means was fitted on {fitted} features, not {layer}: ask for layer={fitted!r}")
 
     def units_of(self, features: Any) -> torch.Tensor:
         """The units of what :func:`cpcaudio.extract.extract` returned (a :class:`~cpcaudio.extract.Features`).

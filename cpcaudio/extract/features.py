@@ -35,6 +35,7 @@ from cpcaudio.extract.resampling import resample
 from cpcaudio.geometry import layer_lengths
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cpcaudio.evaluate.units import KMeansUnits
     from cpcaudio.model import CPCModel
 
 LAYERS = ("context", "encoder", "all")
@@ -60,6 +61,9 @@ class Features:
             ``layer="encoder"``, ``[encoder z, context c]`` otherwise (what s3prl-style code consumes).
         layer: the requested layer name.
         sample_rate: the model's sample rate; inputs at another rate were resampled to it.
+        units: only with ``extract(..., units=kmeans)``: the unit (nearest k-means centre) of each frame of
+            ``frames``, int64 (time,) for one signal or (batch, time) for a batch, -1 beyond each sequence's
+            ``frame_lengths``; None otherwise.
     """
 
     frames: torch.Tensor
@@ -69,6 +73,7 @@ class Features:
     hidden_states: list[torch.Tensor]
     layer: str
     sample_rate: int
+    units: Optional[torch.Tensor] = None
 
 
 # ---- encoder with per-sequence lengths -------------------------------------------------------------------
@@ -174,6 +179,7 @@ def extract(
     lengths: Optional[Lengths] = None,
     chunk_seconds: Optional[float] = None,
     output_device: DeviceLike = "cpu",
+    units: Optional["KMeansUnits"] = None,
 ) -> Features:
     """Frozen features of one signal or of a padded batch, exactly as if each were processed whole.
 
@@ -188,16 +194,22 @@ def extract(
         chunk_seconds: seconds of signal per chunk (None: 10 s; ``math.inf``: whole signal at once).
             The result does not depend on it (beyond float rounding), only the memory use does.
         output_device: where the returned tensors live (default CPU); None keeps them on the model's device.
+        units: a fitted k-means codebook (:class:`cpcaudio.evaluate.units.KMeansUnits`, e.g. from
+            ``KMeansUnits.load`` on what ``cpcaudio units`` wrote) of this model's ``layer``: the result then
+            carries ``units``, the unit of each frame.
 
     Returns:
         :class:`Features`: ``frames`` (time, dim) or (batch, time, dim), ``frame_lengths``, ``frame_rate``,
-        ``downsample_rate``, ``hidden_states``.
+        ``downsample_rate``, ``hidden_states``, and ``units`` (time,) or (batch, time) when asked.
 
     Raises:
-        UsageError: a bad ``layer``, shape, ``lengths``, ``sample_rate`` or ``chunk_seconds``.
+        UsageError: a bad ``layer``, shape, ``lengths``, ``sample_rate`` or ``chunk_seconds``, or ``units``
+            fitted on another layer or width (checked before the model runs).
     """
     if layer not in LAYERS:
         raise UsageError(f"layer must be one of {', '.join(LAYERS)}; got {layer!r}")
+    if units is not None:
+        _check_units(model, units, layer)
     hop = model.encoder.geometry.hop
     model_rate = model.config.data.sample_rate
     chunk_frames = chunk_frames_for(chunk_seconds, model_rate, hop)
@@ -227,7 +239,7 @@ def extract(
         states = [state[0] for state in states]
         frames = frames[0]
         frame_lengths = frame_lengths[0]
-    return Features(
+    features = Features(
         frames=frames,
         frame_lengths=frame_lengths,
         frame_rate=model_rate / hop,
@@ -236,6 +248,29 @@ def extract(
         layer=layer,
         sample_rate=model_rate,
     )
+    if units is not None:
+        features.units = units.units_of(features)
+    return features
+
+
+def _layer_width(model: "CPCModel", layer: str) -> int:
+    """Feature width of ``layer`` (``all``: encoder and context side by side)."""
+    encoder, context = model.config.encoder.hidden_dim, model.config.context.hidden_dim
+    return {"encoder": encoder, "context": context, "all": encoder + context}[layer]
+
+
+def _check_units(model: "CPCModel", units: "KMeansUnits", layer: str) -> None:
+    """Refuse, before any work, a codebook that cannot quantise this model's ``layer`` features."""
+    if not (hasattr(units, "units_of") and hasattr(units, "check_layer") and hasattr(units, "dim")):
+        kind = type(units).__name__
+        raise TypeError(f"units must be a fitted k-means (cpcaudio.evaluate.units.KMeansUnits), got {kind}")
+    units.check_layer(layer)
+    width = _layer_width(model, layer)
+    if units.dim != width:
+        raise UsageError(
+            f"units: this k-means has {units.dim}-dim centres but the model's {layer} features are {width}-dim; "
+            f"use a k-means fitted on this model's {layer} features"
+        )
 
 
 def _one_sequence_at_a_time(run: _Run, signal: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:

@@ -58,8 +58,9 @@ def load_model(model_or_checkpoint: Union[PathLike, torch.nn.Module], device: De
     :func:`cpcaudio.devices.resolve_device` of ``device``.
 
     Returns:
-        ``(model, record)``, record holding ``checkpoint``, ``checkpoint_sha256`` and, for a model
-        passed in, ``weights_sha256``.
+        ``(model, record)``, record holding ``checkpoint`` (the path given), ``checkpoint_sha256`` (of the
+        file holding the weights: for a CPC_audio run folder, its latest ``checkpoint_N.pt``) and, for a
+        model passed in, ``weights_sha256``.
 
     Raises:
         UsageError: a bad device. CheckpointError: an unreadable checkpoint, or non-finite weights.
@@ -72,7 +73,14 @@ def load_model(model_or_checkpoint: Union[PathLike, torch.nn.Module], device: De
         return model, {"checkpoint": None, "checkpoint_sha256": None, "weights_sha256": _state_dict_sha256(model)}
     path = Path(model_or_checkpoint)
     model = load_checkpoint_model(path, device)
-    return model, {"checkpoint": str(path.resolve()), "checkpoint_sha256": file_sha256(path)}
+    return model, {"checkpoint": str(path.resolve()), "checkpoint_sha256": file_sha256(model_file(model, path))}
+
+
+def model_file(model: Any, path: Path) -> Path:
+    """The file that holds ``model``'s weights: the one an import read (``model.imported_from["source"]``:
+    the latest ``checkpoint_N.pt`` of a CPC_audio run folder), else ``path`` itself."""
+    imported = getattr(model, "imported_from", None) or {}
+    return Path(imported["source"]) if imported.get("source") else path
 
 
 def load_checkpoint_model(path: PathLike, device: DeviceLike) -> Any:
@@ -93,14 +101,6 @@ def load_checkpoint_model(path: PathLike, device: DeviceLike) -> Any:
         # torch.load on a file that is no torch file at all can fail in many ways.
         raise CheckpointError(
             f"checkpoint {path} is not a torch checkpoint ({type(error).__name__}: {_first_line(error)})"
-        ) from None
-    except Exception as error:
-        if not type(error).__module__.startswith("safetensors"):
-            raise
-        # torch.load hands any path ending in .safetensors to the safetensors library.
-        raise CheckpointError(
-            f"checkpoint {path} is named .safetensors but is not a readable safetensors file "
-            f"({_first_line(error)}); pass the .pt checkpoint 'cpcaudio train' wrote, or an intact copy"
         ) from None
     check_finite_weights(model, path)
     return model

@@ -23,10 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import re
-import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -104,21 +101,11 @@ def _latest_checkpoint(directory: Path) -> Optional[Path]:
 
 
 def _torch_load(path: Path, mmap: bool = False) -> Any:
-    """``torch.load(weights_only=True)``; CheckpointError (one line) for pickled code or a broken file."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if mmap and zipfile.is_zipfile(path):
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{path} holds pickled objects other than tensors and plain values, which could run code; refusing "
-            "to load it"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as error:
-        lines = str(error).strip().splitlines()
-        raise CheckpointError(f"{path} is truncated or not a torch file ({lines[0] if lines else error!r})") from None
+    """``torch.load(weights_only=True)``; CheckpointError (one line naming the file and the fix) for pickled
+    code, a broken file or a file named ``.safetensors`` that is none (the one reader of every checkpoint)."""
+    from cpcaudio.train.checkpoint import read_torch_file  # here: cpcaudio.train imports this module
+
+    return read_torch_file(path, mmap=mmap)
 
 
 def _read_options(checkpoint: Path) -> dict[str, Any]:
@@ -258,7 +245,8 @@ def load_foreign_checkpoint(path: PathLike) -> ForeignCheckpoint:
     if layout is None:
         raise CheckpointError(
             f"{file} is neither a CPC_audio train.py checkpoint (gEncoder, cpcCriterion) nor a libri-light / "
-            "torch.hub one (config, weights)"
+            "torch.hub one (config, weights); pass CPC_audio's checkpoint_N.pt (or its run folder) or a "
+            "libri-light .pt file"
         )
     if layout == TRAIN_LAYOUT:
         options, model_state, criterion = _read_options(file), record["gEncoder"], record.get("cpcCriterion")

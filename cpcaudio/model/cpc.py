@@ -25,8 +25,8 @@ class CPCOutput:
         loss: scalar InfoNCE loss (mean over valid (b, t, k)).
         step_accuracy: (K,) accuracy of the positive against its negatives per step.
         step_loss: (K,) InfoNCE per step.
-        latents: (batch, frames, encoder.hidden_dim) z.
-        context: (batch, frames, context.hidden_dim) c.
+        latents: (batch, frames, encoder.hidden_dim) z of ``signal`` (the targets).
+        context: (batch, frames, context.hidden_dim) c (of ``context_signal`` when one is given).
         frame_lengths: (batch,) valid frames per sequence.
     """
 
@@ -52,8 +52,9 @@ class CPCModel(nn.Module):
         self.config = (config or CPCConfig()).validate()
         self.encoder = ConvEncoder(self.config.encoder)
         self.context_network = ContextNetwork(self.config.encoder.hidden_dim, self.config.context)
+        window_frames = self.encoder.num_frames(self.config.data.window_size)  # (transformer heads' positions)
         self.heads = PredictionHeads(
-            self.config.context.hidden_dim, self.config.encoder.hidden_dim, self.config.predictor
+            self.config.context.hidden_dim, self.config.encoder.hidden_dim, self.config.predictor, window_frames
         )
 
     # ---- geometry ----------------------------------------------------------------------------------
@@ -126,6 +127,7 @@ class CPCModel(nn.Module):
         lengths: Optional[torch.Tensor] = None,
         negative_indices: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        context_signal: Optional[torch.Tensor] = None,
     ) -> CPCOutput:
         """Encode, summarise, predict and score with InfoNCE.
 
@@ -136,6 +138,10 @@ class CPCModel(nn.Module):
                 tests); None draws them with ``config.predictor.negative_sampling``.
             generator: the torch generator the negatives are drawn from (None: the global RNG). A
                 trainer seeds one per step for exact resumes.
+            context_signal: None, or a second version of ``signal`` with the same shape and ``lengths``
+                (e.g. augmented, see :mod:`cpcaudio.augment`) that only the context network sees: the
+                encoder also encodes it and the context c_t summarises it, while the targets z_{t+k} and
+                the negatives stay those of ``signal``. Each of the two is encoded as a batch of its own.
 
         Returns:
             :class:`CPCOutput` with the loss, per-step accuracy and per-step loss.
@@ -143,7 +149,15 @@ class CPCModel(nn.Module):
         signal = self.normalize_input(self._as_batch(signal), lengths)
         encoded, frame_lengths = self.encoder(signal, lengths)  # (B, C, T), (B,) or None
         latents = encoded.transpose(1, 2)  # (B, T, C)
-        context = self.context(latents)  # (B, T, H)
+        context_latents = latents
+        if context_signal is not None:
+            context_input = self._as_batch(context_signal)
+            if context_input.shape != signal.shape:
+                expected, got = tuple(signal.shape), tuple(context_input.shape)
+                raise ValueError(f"context_signal must have the signal's shape {expected}, got {got}")
+            context_input = self.normalize_input(context_input, lengths)
+            context_latents = self.encoder(context_input, lengths)[0].transpose(1, 2)  # (B, T, C)
+        context = self.context(context_latents)  # (B, T, H)
         batch, frames, _ = latents.shape
         if frame_lengths is None:
             frame_lengths = torch.full((batch,), frames, dtype=torch.long, device=latents.device)

@@ -10,7 +10,11 @@ positive's (e.g. digital silence) stay, as in the paper. Same-speaker pools come
 Modes:
 
 * ``batch``: every valid frame of every sequence in the batch (CPC_audio's default pool);
-* ``same-sequence``: every valid frame of sequence b.
+* ``same-sequence``: every valid frame of sequence b;
+* ``mixed``: the first ``N // 2`` negatives from sequence b (as ``same-sequence``), the other
+  ``N - N // 2`` from the whole batch (as ``batch``). Negatives from other sequences (other speakers in a
+  mixed-speaker batch) reward speaker information; negatives from the same sequence only reward what
+  changes within it (phones). Half of each keeps both in the features.
 
 A new mode is one function from :class:`Draws` (the batch's lengths, positives and raw random integers)
 to indices, registered with :func:`register_negative_sampler`, plus its name in ``cpcaudio.config.NegativeSampling`` (a test checks
@@ -123,6 +127,15 @@ def sample_same_sequence(d: Draws) -> torch.Tensor:
     negative_t = torch.minimum(rank + (rank >= d.positive_t).long(), last)  # skip the positive
     b = torch.arange(d.lengths.shape[0], device=d.lengths.device).view(-1, 1, 1, 1)
     return b * d.num_frames + negative_t
+
+
+@register_negative_sampler("mixed", pool="batch")
+def sample_mixed(d: Draws) -> torch.Tensor:
+    """The first ``N // 2`` negatives from the positive's own sequence, the rest from the whole batch."""
+    half = d.raw.shape[-1] // 2
+    within = sample_same_sequence(Draws(d.lengths, d.positive_t, d.raw[..., :half], d.num_frames))
+    across = sample_batch(Draws(d.lengths, d.positive_t, d.raw[..., half:], d.num_frames))
+    return torch.cat([within, across], dim=-1)
 
 
 NEGATIVE_SAMPLING_MODES = tuple(NEGATIVE_SAMPLERS)

@@ -32,6 +32,7 @@ from typing import Any, Optional
 import torch
 from torch.nn import functional as F
 
+from cpcaudio.geometry import ceil_div
 from cpcaudio.model.cpu_kernels import _compiling
 
 POOL_BLOCK_BYTES = 2**21  # channels of a CPU pool are blocked so that one block fits in a 2 MiB L2
@@ -54,7 +55,7 @@ def channel_blocks(pool_rows: int, dim: int, itemsize: int, budget: int = POOL_B
         none narrower than ``MIN_BLOCK_WIDTH`` (so the budget is a target, not a bound, for huge pools);
         one slice of everything when the pool fits.
     """
-    blocks = min(-(-pool_rows * dim * itemsize // budget), dim // MIN_BLOCK_WIDTH)
+    blocks = min(ceil_div(pool_rows * dim * itemsize, budget), dim // MIN_BLOCK_WIDTH)
     if blocks <= 1:
         return [slice(0, dim)]
     bounds = [16 * ((index * dim // blocks) // 16) for index in range(blocks)] + [dim]

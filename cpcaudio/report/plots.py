@@ -2,8 +2,10 @@
 display needed):
 
 * ``accuracy.png``: test accuracy of the model next to every baseline, one group of bars per protocol,
-  with the majority-class accuracy as a dashed line;
-* ``confusion_<protocol>.png``: the model's confusion matrix per protocol, rows normalised to recall.
+  with the majority-class accuracy as a dashed line (hatched bars repeat another protocol's fit on the
+  same samples, ``same_problem_as``);
+* ``confusion_<protocol>.png``: the model's confusion matrix per protocol, rows normalised to recall (none
+  for a protocol that repeats another's fit, ``same_problem_as``: that protocol's matrix is the one).
 """
 
 from __future__ import annotations
@@ -28,13 +30,19 @@ def _accuracy_figure(report: dict[str, Any]) -> Any:
     axes = figure.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(features))
     colors = ["tab:red", "tab:blue", "tab:green", "tab:gray", "tab:purple", "tab:orange"]
+    repeated = False
     for k, name in enumerate(features):
-        values = []
+        values, same = [], []
         for protocol in protocols:
             match = [r for r in report["results"] if r["features"] == name and r["protocol"] == protocol]
             values.append(100 * match[0]["accuracy"] if match else np.nan)
+            same.append(bool(match and match[0].get("same_problem_as")))
         positions = np.arange(len(protocols)) + (k - (len(features) - 1) / 2) * width
         bars = axes.bar(positions, values, width, label=name, color=colors[k % len(colors)])
+        for bar, is_same in zip(bars, same):
+            if is_same:  # the same fit as another protocol (e.g. window-mean of mean-pooled features)
+                bar.set_hatch("//")
+                repeated = True
         axes.bar_label(bars, fmt="%.0f", fontsize=7)
     for p, protocol in enumerate(protocols):
         majority = [r for r in report["results"] if r["protocol"] == protocol][0]["majority_class_accuracy"]
@@ -42,7 +50,8 @@ def _accuracy_figure(report: dict[str, Any]) -> Any:
     axes.set_xticks(np.arange(len(protocols)), protocols)
     axes.set_ylabel("test accuracy (%)")
     axes.set_ylim(0, 105)
-    axes.set_title(f"{report['task']} probe: model vs baselines (dashed: majority class)", fontsize=9)
+    hatched = "; hatched: the same fit as another protocol" if repeated else ""
+    axes.set_title(f"{report['task']} probe: model vs baselines (dashed: majority class{hatched})", fontsize=9)
     axes.legend(fontsize=7, loc="upper right")
     figure.tight_layout()
     return figure
@@ -78,7 +87,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     """
     written = [save_figure(_accuracy_figure(report), out / "accuracy.png", dpi=DPI)]
     for result in report["results"]:
-        if result["features"] != "model":
+        if result["features"] != "model" or result.get("same_problem_as"):  # (that protocol's matrix)
             continue
         path = out / f"confusion_{result['protocol']}.png"
         title = f"model, {report['task']} / {result['protocol']}: accuracy {percent(result['accuracy'])}"

@@ -29,7 +29,8 @@ def protocols(report: dict[str, Any]) -> list[str]:
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The report as Markdown: a header naming dataset, task and model, then one table per protocol with
-    the model first and the baselines below it."""
+    the model first and the baselines below it; a row that repeats another protocol's fit (the same
+    samples, ``same_problem_as``) says so in its probe column and below the table."""
     dataset = report["dataset"]
     lines = [
         f"# Probe: {report['task']} ({report['label']}) on {dataset['path']}",
@@ -56,8 +57,9 @@ def markdown_table(report: dict[str, Any]) -> str:
         ]
         for row in rows:
             counts = row["counts"]
+            probe = row["probe"] + (f" (= {row['same_problem_as']})" if row.get("same_problem_as") else "")
             lines.append(
-                f"| {row['features']} | {row['probe']} | {percent(row['accuracy'])} | "
+                f"| {row['features']} | {probe} | {percent(row['accuracy'])} | "
                 f"{percent(row['balanced_accuracy'])} | {percent(row['macro_f1'])} | "
                 f"{percent(row['train_accuracy'])} | {counts['train_samples']} / {counts['test_samples']} | "
                 f"{counts['classes']} |"
@@ -67,6 +69,13 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"Majority class of train: {percent(rows[0]['majority_class_accuracy'])} of the test samples; "
             f"uniform chance {percent(1.0 / max(rows[0]['counts']['classes'], 1))}."
         )
+        same = [row for row in rows if row.get("same_problem_as")]
+        if same:
+            lines.append(
+                f"{', '.join(row['features'] for row in same)}: the same samples as the "
+                f"{same[0]['same_problem_as']} protocol (its window vector already is the mean over the window's "
+                "frames), so that probe was fitted once and is reported under both."
+            )
         excluded = {k: v for k, v in rows[0]["counts"].get("excluded", {}).items() if v}
         if excluded:
             lines.append(f"Left out of the test: {excluded}.")

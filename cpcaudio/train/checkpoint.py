@@ -40,6 +40,8 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
+from safetensors import SafetensorError
+
 from cpcaudio.config import CPCConfig
 from cpcaudio.devices import resolve_device
 from cpcaudio.errors import CheckpointError, ConfigError
@@ -74,28 +76,12 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the .pt file written by 'cpcaudio train'")
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files; the error says it all
-            warnings.simplefilter("ignore")
-            record = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if not _is_pickle(path):
-            raise CheckpointError(
-                f"checkpoint {path} is truncated or not a torch file (no pickle data); use an intact copy, "
-                "e.g. the run's last.pt"
-            ) from None
-        refused = _refused_global(str(error))
-        raise CheckpointError(
-            f"checkpoint {path} holds a pickled object{refused} that could run code when loaded; refusing to "
-            "load it. Use a checkpoint written by 'cpcaudio train' (tensors and plain values only)"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError, TypeError) as error:
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or not a torch file ({_first_line(error)}); "
-            "use an intact copy, e.g. the run's last.pt"
-        ) from None
+    record = read_torch_file(path, map_location=map_location)
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a cpcaudio checkpoint (no '{CHECKPOINT_FORMAT}' header)")
+        raise CheckpointError(
+            f"{path} is not a cpcaudio checkpoint (no '{CHECKPOINT_FORMAT}' header); pass a .pt file written by "
+            "'cpcaudio train' (or 'cpcaudio convert' for a CPC_audio / libri-light one)"
+        )
     version = record.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
@@ -107,6 +93,60 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
         if key not in record:
             raise CheckpointError(f"checkpoint {path} lacks '{key}'; it was not written by cpcaudio train")
     return record
+
+
+def read_torch_file(
+    path: PathLike, map_location: Union[str, torch.device, None] = "cpu", mmap: bool = False
+) -> Any:
+    """``torch.load(path, weights_only=True)`` (never unpickling code), every bad file one line.
+
+    The loader of every checkpoint path (native ones here, CPC_audio / libri-light ones in
+    :mod:`cpcaudio.interop`). ``torch.load`` hands a path ending in ``.safetensors`` to the safetensors
+    library, so such a file must be a real safetensors file.
+
+    Args:
+        path: an existing file.
+        map_location: as ``torch.load``'s.
+        mmap: memory-map a zip-format torch file (its tensors are not read until used).
+
+    Raises:
+        CheckpointError: the file is truncated, is no torch (or safetensors) file, or holds pickled objects
+            other than tensors and plain values; the message names the file and the fix.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files; the error says it all
+            warnings.simplefilter("ignore")
+            if mmap and zipfile.is_zipfile(path):
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except SafetensorError as error:
+        if _is_pickle(path):
+            raise CheckpointError(
+                f"checkpoint {path} is a torch file named .safetensors (torch reads that name as safetensors); "
+                "rename it to .pt"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {path} is named .safetensors but is not a readable safetensors file "
+            f"({_first_line(error)}); pass the .pt checkpoint 'cpcaudio train' wrote, or an intact copy"
+        ) from None
+    except pickle.UnpicklingError as error:
+        if not _is_pickle(path):
+            raise CheckpointError(
+                f"checkpoint {path} is truncated or not a torch file (no pickle data); use an intact copy, "
+                "e.g. the run's last.pt"
+            ) from None
+        refused = _refused_global(str(error))
+        raise CheckpointError(
+            f"checkpoint {path} holds a pickled object{refused} that could run code when loaded; refusing to "
+            "load it. Use a checkpoint written by 'cpcaudio train' (tensors and plain values only)"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError, TypeError,
+            AttributeError, UnicodeDecodeError, MemoryError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a torch file ({_first_line(error)}); "
+            "use an intact copy, e.g. the run's last.pt"
+        ) from None
 
 
 def _is_pickle(path: Path) -> bool:

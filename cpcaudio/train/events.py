@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cpcaudio.progress import Progress, ProgressCallback
+from cpcaudio.train.budget import budget_line
 
 STAGE = "train"  # the stage name of the Progress events (one bar)
 
@@ -49,6 +50,8 @@ class TrainSummary:
         start_step: step the run (re)started from (0 for a new run).
         steps: steps completed at the end.
         max_steps: the configured end.
+        max_minutes: the wall-clock budget of this invocation (``train.max_minutes``; 0: none).
+        budget_reached: True when the budget ended the run before ``max_steps``.
         final_loss: training loss of the last logged step (None if nothing was logged).
         final_accuracy: per-step (k = 1..K) training accuracy of the last logged step.
         last_validation: the last validation record (``loss``, ``accuracy``, ``step``), or None.
@@ -67,6 +70,8 @@ class TrainSummary:
     start_step: int
     steps: int
     max_steps: int
+    max_minutes: float = 0.0
+    budget_reached: bool = False
     final_loss: Optional[float] = None
     final_accuracy: list[float] = field(default_factory=list)
     last_validation: Optional[dict[str, Any]] = None
@@ -123,6 +128,8 @@ def forward_progress(progress: Optional[ProgressCallback]) -> Optional[TrainEven
 def summary_text(summary: TrainSummary) -> str:
     """The closing report of a run: steps, last losses and accuracies, best checkpoint, throughput."""
     lines = [f"trained steps {summary.start_step} -> {summary.steps} in {summary.out_dir}"]
+    if summary.budget_reached:
+        lines.append(f"  {budget_line(summary.max_minutes, summary.steps - summary.start_step)}")
     if summary.final_loss is not None:
         accuracy = summary.final_accuracy
         lines.append(
@@ -154,7 +161,9 @@ def _start_line(info: dict[str, Any]) -> str:
         f"training {info['parameters']:,} parameters on {info['device']} x {info['world_size']} "
         f"({info['precision']}), {info['train_utterances']} training utterances, validation on "
         f"'{info['validation_split']}' ({info['validation_utterances']}); steps "
-        f"{info['start_step']} -> {info['max_steps']}, {info['audio_seconds_per_step']:.1f} s of audio per step"
+        f"{info['start_step']} -> {info['max_steps']}"
+        + (f" or {info['max_minutes']:g} min, whichever comes first" if info.get("max_minutes", 0) > 0 else "")
+        + f", {info['audio_seconds_per_step']:.1f} s of audio per step"
         + (f" ({info['padding']:.0%} of the window samples are padding)" if info.get("padding", 0) >= 0.005 else "")
     )
 

@@ -23,6 +23,8 @@ Early stops: SIGINT/SIGTERM write ``last.pt`` at the step reached and raise
 :class:`~cpcaudio.errors.DivergenceError` before anything non-finite is saved (see
 :mod:`cpcaudio.train.guards`). ``last.pt`` is also written every ``train.checkpoint_minutes``, so a kill
 -9 loses at most that much work. Rank 0 holds the run directory's writer lock (:mod:`cpcaudio.locks`).
+Time budget (``train.max_minutes``, per invocation): the run also ends, as at its last step, after the
+first step at which its wall time reaches the budget; see :mod:`cpcaudio.train.budget`.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
+from cpcaudio.augment import training_batches
 from cpcaudio.config import CPCConfig
 from cpcaudio.devices import DeviceLike
 from cpcaudio.errors import ConfigError, DivergenceError, TrainingInterrupted
 from cpcaudio.model import CPCModel
 from cpcaudio.train import plan
+from cpcaudio.train.budget import TimeBudget
 from cpcaudio.train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from cpcaudio.train.distributed import (
     DistributedContext,
@@ -244,7 +248,7 @@ class _Trainer:
             resumed_from = self.out_dir / LAST_CHECKPOINT
             self._emit("message", start_step, message=f"resuming from {resumed_from} at step {start_step}")
         sampler = self._train_sampler(start_step)
-        batches = iter(sampler)
+        batches = training_batches(sampler, config, self.dataset.sample_rate, device)  # augment, workers
 
         network: nn.Module = model
         if context.is_distributed:
@@ -271,6 +275,7 @@ class _Trainer:
         summary = TrainSummary(
             out_dir=self.out_dir, start_step=start_step, steps=start_step, max_steps=self.max_steps,
             world_size=context.world_size, device=str(device), is_main=context.is_main,
+            max_minutes=config.train.max_minutes,
         )  # fmt: skip
         if best:
             summary.best_step = best["step"]
@@ -288,6 +293,7 @@ class _Trainer:
         try:
             if self._agreed_signal()[0]:  # asked to stop during set-up: nothing new to save
                 raise self._interrupted(start_step, start_step)
+            budget = TimeBudget(config.train.max_minutes)  # counts from the first step on
             for step in range(start_step + 1, self.max_steps + 1):
                 began = time.perf_counter()
                 loss, grad_norm = self._train_step(
@@ -296,9 +302,10 @@ class _Trainer:
                 health.observe(step, loss, grad_norm)
                 interval.seconds += time.perf_counter() - began
                 clock_due = checkpoint_seconds > 0 and time.monotonic() - last_save >= checkpoint_seconds
-                signum, due = self._agreed_signal(clock_due)
-                logged = step % config.train.log_every == 0 or step == self.max_steps
-                validated = step % config.train.validate_every == 0 or step == self.max_steps
+                signum, due, out_of_time = self._agreed_signal(clock_due, budget.reached())
+                final = step == self.max_steps or bool(out_of_time)  # the run ends after this step
+                logged = step % config.train.log_every == 0 or final
+                validated = step % config.train.validate_every == 0 or final
                 saving = validated or step % checkpoint_every == 0 or bool(due) or bool(signum)
                 metrics: dict[str, Any] = {}
                 if logged:
@@ -338,10 +345,14 @@ class _Trainer:
                         if paths[1] is not None:
                             summary.best_checkpoint = paths[1]
                 summary.steps = step
-                if signum and step < self.max_steps:  # (at the last step the run is complete anyway)
+                if signum and not final:  # (at the last step the run is complete anyway)
                     barrier(context)  # every rank has its state saved before any leaves
                     raise self._interrupted(step, start_step, signum)
+                if out_of_time:
+                    summary.budget_reached = True
+                    break
         finally:
+            batches.close()  # stops the loader workers, if any
             if log is not None:
                 log.close()
         if context.is_main:
@@ -356,11 +367,11 @@ class _Trainer:
         return summary
 
     # ---- early stops ----------------------------------------------------------------------------------
-    def _agreed_signal(self, checkpoint_due: bool = False) -> tuple[int, int]:
-        """(the stop signal any rank received or 0, whether rank 0's checkpoint clock is due), agreed."""
-        due = int(checkpoint_due and self.context.is_main)
-        signum, due = agree_max([int(self.stop.signum or 0), due], self.context)
-        return signum, due
+    def _agreed_signal(self, checkpoint_due: bool = False, out_of_time: bool = False) -> tuple[int, int, int]:
+        """(any rank's stop signal or 0, rank 0's checkpoint clock due, rank 0's time budget spent), agreed."""
+        values = [self.stop.signum or 0, checkpoint_due and self.context.is_main, out_of_time and self.context.is_main]
+        signum, due, spent = agree_max([int(value) for value in values], self.context)
+        return signum, due, spent
 
     def _check_health(self, health: Health, step: int, model: CPCModel) -> None:
         """Raise :class:`DivergenceError` on every rank when any rank saw a non-finite value."""
@@ -400,14 +411,13 @@ class _Trainer:
         step_loss = torch.zeros((), device=device)
         for micro_step in range(accumulate):
             batch = next(batches)
-            signal_batch = batch.signal.to(device, non_blocking=True)  # (B, C, window)
-            lengths = batch.lengths.to(device, non_blocking=True)  # (B,)
+            signal_batch, lengths, context_signal = batch.model_inputs(device)  # (B, C, T), (B,), (B, C, T) or None
             generator = negative_generator(negative_seed(config.train.seed, context.rank, step, micro_step), device)
             last_micro = micro_step == accumulate - 1
             synchronise = contextlib.nullcontext() if last_micro or self.ddp is None else self.ddp.no_sync()
             with synchronise:
                 with plan.autocast(device, autocast_dtype):
-                    output = network(signal_batch, lengths, generator=generator)
+                    output = network(signal_batch, lengths, generator=generator, context_signal=context_signal)
                 scaler.scale(output.loss / accumulate).backward()
             step_loss = step_loss + output.loss.detach().float()
             interval.add(output, batch.lengths, config.data.sample_rate, accumulate)

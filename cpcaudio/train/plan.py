@@ -184,6 +184,7 @@ def start_metrics(
     return {
         "start_step": start_step,
         "max_steps": max_steps,
+        "max_minutes": config.train.max_minutes,
         "device": str(context.device),
         "world_size": context.world_size,
         "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).replace("torch.", ""),

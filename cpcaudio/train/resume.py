@@ -34,6 +34,7 @@ RESUMABLE_KEYS = frozenset(
     {
         "train.max_steps",
         "train.max_epochs",
+        "train.max_minutes",
         "train.validate_every",
         "train.validation_batches",
         "train.log_every",
@@ -41,6 +42,7 @@ RESUMABLE_KEYS = frozenset(
         "train.checkpoint_minutes",
         "train.precision",
         "train.compile",
+        "data.num_workers",  # the batches are the same for any number of loader workers
     }
 )
 

@@ -1,8 +1,8 @@
 """A run's requested configuration, assembled from what the user gave: the base (the defaults, or the
-config of the run being resumed), a config file, ``--set`` overrides, ``--steps`` and ``--seed``.
+config of the run being resumed), a config file, ``--set`` overrides, ``--steps``, ``--minutes`` and ``--seed``.
 
-The order is the command line's: base, then the file's keys, then the overrides in order (``--steps`` and
-``--seed`` last). The keys the user set (the file's and the overrides') are kept as ``explicit_keys``:
+The order is the command line's: base, then the file's keys, then the overrides in order (``--steps``,
+``--minutes`` and ``--seed`` last). The keys the user set (the file's and the overrides') are kept as ``explicit_keys``:
 only those may contradict the dataset (see :func:`cpcaudio.train.match_dataset`).
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from cpcaudio.config import CPCConfig
+from cpcaudio.presets import resolve_config_file
 from cpcaudio.train.checkpoint import config_from_checkpoint, load_checkpoint
 from cpcaudio.train.resume import refuse_untrainable
 from cpcaudio.train.run_dir import resumable_checkpoint
@@ -45,6 +46,7 @@ def assemble_run_config(
     steps: Optional[int] = None,
     seed: Optional[int] = None,
     resume: bool = False,
+    minutes: Optional[float] = None,
 ) -> RunConfig:
     """The config a ``cpcaudio train`` invocation asks for, and the keys it set.
 
@@ -52,17 +54,20 @@ def assemble_run_config(
         out_dir: the run directory; with ``resume`` and an ``out_dir/last.pt``, its config is the base
             (the file and the overrides are applied over it; ``train`` refuses changes that cannot be
             resumed).
-        config_file: a YAML or JSON file holding any subset of the sections.
+        config_file: a YAML or JSON file holding any subset of the sections, or the name of a preset
+            (:func:`cpcaudio.presets.resolve_config_file`: a bare name that is not an existing file).
         overrides: ``section.key=value`` assignments, applied in order.
         steps: sets ``train.max_steps``.
         seed: sets ``train.seed``.
         resume: whether the run continues ``out_dir``.
+        minutes: sets ``train.max_minutes``, the wall-clock budget of this invocation (0: none).
 
     Returns:
         A :class:`RunConfig`.
 
     Raises:
-        ConfigError: the file or an override is malformed or names an unknown key or a bad value.
+        ConfigError: the file or an override is malformed or names an unknown key or a bad value; an
+            unknown preset name.
         CheckpointError: ``last.pt`` (when resuming) cannot be loaded or holds an invalid config.
         UsageError: ``last.pt`` was converted from a CPC_audio model that cannot be trained further.
     """
@@ -73,11 +78,13 @@ def assemble_run_config(
     base = config_from_checkpoint(record, last) if record is not None else CPCConfig()
     explicit: set[str] = set()
     if config_file is not None:
-        base, file_keys = _apply_config_file(base, Path(config_file))
+        base, file_keys = _apply_config_file(base, resolve_config_file(config_file))
         explicit |= file_keys
     assignments = list(overrides)
     if steps is not None:
         assignments.append(f"train.max_steps={steps}")
+    if minutes is not None:
+        assignments.append(f"train.max_minutes={float(minutes)!r}")
     if seed is not None:
         assignments.append(f"train.seed={seed}")
     explicit |= {assignment.split("=", 1)[0].strip() for assignment in assignments}

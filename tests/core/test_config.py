@@ -25,7 +25,8 @@ def test_partial_file_keeps_defaults(tmp_path):
     path.write_text("predictor:\n  num_negatives: 64\n")
     config = CPCConfig.load(path)
     assert config.predictor.num_negatives == 64
-    assert config.encoder.hidden_dim == 512
+    assert config.encoder.hidden_dim == CPCConfig().encoder.hidden_dim  # the untouched sections keep the defaults
+    assert config.predictor.num_steps == CPCConfig().predictor.num_steps
 
 
 def test_unknown_key_names_the_key_and_suggests():
@@ -68,9 +69,19 @@ def test_malformed_file(tmp_path):
         CPCConfig.load(path)
 
 
-def test_retired_keys_of_old_checkpoints_are_dropped_but_not_settable():
+def test_retired_keys_of_old_checkpoints_are_dropped_but_not_settable(monkeypatch):
+    import cpcaudio.config as config_module
+
+    monkeypatch.setitem(config_module.RETIRED_KEYS, "data.old_knob", "an earlier version wrote it")
     old = CPCConfig().to_dict()
-    old["data"]["num_workers"] = 2  # written by cpcaudio 0.1 into every checkpoint
+    old["data"]["old_knob"] = 2
     assert CPCConfig.from_dict(old) == CPCConfig()
-    with pytest.raises(ConfigError, match="num_workers"):
-        CPCConfig().with_overrides(["data.num_workers=2"])
+    with pytest.raises(ConfigError, match="old_knob"):
+        CPCConfig().with_overrides(["data.old_knob=2"])
+
+
+def test_num_workers_of_old_checkpoints_is_a_real_setting_again():
+    old = CPCConfig().to_dict()
+    old["data"]["num_workers"] = 2  # written by cpcaudio 0.1 into every checkpoint, ignored then
+    assert CPCConfig.from_dict(old).data.num_workers == 2
+    assert CPCConfig().with_overrides(["data.num_workers=3"]).data.num_workers == 3

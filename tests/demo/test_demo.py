@@ -17,6 +17,7 @@ from cpcaudio.errors import UsageError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FEATURES = ("model", "random", "mfcc", "logmel")
+COLUMNS = {"phone/frame", "speaker/utterance", "speaker/window", "speaker/window-mean"}
 ABX_COLUMNS = ("within spk / within ctx", "across spk / within ctx", "within spk / any ctx", "across spk / any ctx")
 
 
@@ -51,21 +52,29 @@ def test_tiny_demo_writes_every_report_file_with_numbers(tiny_demo):
     for task in ("phone", "speaker"):
         report = json.loads((out / f"probe_{task}" / "results.json").read_text())
         assert {r["features"] for r in report["results"]} == set(FEATURES)
-    assert set(result.accuracy) == {"phone/frame", "speaker/utterance", "speaker/window"}
+    assert set(result.accuracy) == COLUMNS
     for column, row in result.accuracy.items():
         assert set(row) == set(FEATURES), column
         assert all(0.0 <= value <= 1.0 for value in row.values()), row
 
     markdown = result.report_markdown.read_text()
-    for column in ("phone/frame", "speaker/window"):
+    for column in ("phone/frame", "speaker/window", "speaker/window-mean"):
         for kind in FEATURES:
             assert f"{100 * result.accuracy[column][kind]:.1f}%" in markdown, (column, kind)
     assert "Results" in markdown and "majority class" in markdown
+    # The two window columns are labelled; MFCC and log-mel average the window in both: one fit, marked.
+    header = next(line for line in markdown.splitlines() if line.startswith("| features"))
+    assert "s window, last frame)" in header and "s window, mean)" in header
+    for kind in ("mfcc", "logmel"):
+        assert result.accuracy["speaker/window-mean"][kind] == result.accuracy["speaker/window"][kind]
+        assert f"{100 * result.accuracy['speaker/window-mean'][kind]:.1f}%*" in markdown
+    assert "*: MFCC, log-mel in" in markdown and "the same probe, fitted once" in markdown
 
     page = result.report_html.read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
     expected = {"figures/training_curves.png", "figures/probe_accuracy.png", "figures/utterance_map.png",
-                "probe_phone/confusion_frame.png", "probe_speaker/confusion_window.png", "figures/abx_pnmi.png"}
+                "probe_phone/confusion_frame.png", "probe_speaker/confusion_window.png",
+                "probe_speaker/confusion_window-mean.png", "figures/abx_pnmi.png"}
     assert expected <= set(images)
     for image in images:
         assert (out / image).read_bytes()[:8] == PNG_MAGIC, image
@@ -103,6 +112,8 @@ def test_interrupted_demo_resumes_where_it_stopped(tiny_demo):
     out, first_events, events, result = tiny_demo
     started_first = [e.stage for e in first_events if e.kind == "start"]
     assert started_first == ["data", "train", "extract", "probe-phone", "probe-speaker"]
+    notes = [e.message for e in first_events + events if e.message and "holds no run yet" in e.message]
+    assert notes == []  # the demo's own resume of a fresh run says nothing about --resume
     skipped = [e.stage for e in events if e.kind == "skip"]
     assert skipped == ["data", "train", "extract", "probe-phone"] == result.skipped
     assert [e.stage for e in events if e.kind == "end"] == ["probe-speaker", "abx", "report"]
@@ -190,7 +201,7 @@ def test_demo_runs_on_a_prepared_dataset_given_with_data(tiny_demo, tmp_path):
     result = run_demo(tmp_path / "on_data", data=data, size="tiny", device="cpu")
     assert result.dataset == data and not (tmp_path / "on_data" / "data").exists()
     assert result.plan.data == str(data.resolve()) and result.plan.tasks == ["phone", "speaker"]
-    assert set(result.accuracy) == {"phone/frame", "speaker/utterance", "speaker/window"}
+    assert set(result.accuracy) == COLUMNS
     assert str(data.resolve()) in result.report_markdown.read_text()
     assert tuple(result.abx) == ABX_COLUMNS and set(result.pnmi) == set(FEATURES)
 

@@ -103,7 +103,8 @@ def test_quantize_new_audio_through_a_model() -> None:
         quantize(model, kmeans)
 
 
-def test_encode_is_the_codebook_method_and_marks_padding() -> None:
+def _model_signals_and_codebook() -> tuple[torch.nn.Module, np.ndarray, np.ndarray, KMeansUnits]:
+    """A tiny random model, a 1 s and a 0.5 s signal, and a 4-unit codebook of the 1 s signal's context."""
     from cpcaudio.extract.features import extract
     from cpcaudio.model import CPCModel
 
@@ -112,6 +113,13 @@ def test_encode_is_the_codebook_method_and_marks_padding() -> None:
     rng = np.random.default_rng(0)
     long, short = generated_signal(16000, rng), generated_signal(8000, rng)
     kmeans = fit_kmeans(extract(model, long, 16000).frames.numpy(), 4, seed=0, meta={"layer": "context"})
+    return model, long, short, kmeans
+
+
+def test_encode_is_the_codebook_method_and_marks_padding() -> None:
+    from cpcaudio.extract.features import extract
+
+    model, long, short, kmeans = _model_signals_and_codebook()
     alone = kmeans.encode(model, long, 16000)
     np.testing.assert_array_equal(alone, quantize(model, kmeans, long, 16000))
     batch = np.zeros((2, 1, 16000), dtype=np.float32)
@@ -125,3 +133,39 @@ def test_encode_is_the_codebook_method_and_marks_padding() -> None:
     np.testing.assert_array_equal(kmeans.units_of(features).numpy(), units)
     with pytest.raises(UsageError, match="fitted on context"):
         kmeans.units_of(extract(model, long, 16000, layer="encoder"))
+
+
+def test_extract_with_units_carries_the_unit_of_each_frame() -> None:
+    from cpcaudio.extract.features import extract
+
+    model, long, short, kmeans = _model_signals_and_codebook()
+    plain = extract(model, long, 16000)
+    assert plain.units is None
+    features = model.extract(long, 16000, units=kmeans)
+    torch.testing.assert_close(features.frames, plain.frames, rtol=0, atol=0)
+    assert features.units.dtype == torch.int64 and features.units.shape == (plain.frames.shape[0],)
+    np.testing.assert_array_equal(features.units.numpy(), kmeans.predict(plain.frames))
+    assert len(set(features.units.tolist())) > 1  # a real quantisation, not one constant unit
+    batch = np.zeros((2, 1, 16000), dtype=np.float32)
+    batch[0, 0], batch[1, 0, :8000] = long, short
+    batched = extract(model, batch, 16000, lengths=[16000, 8000], units=kmeans)
+    short_frames = int(batched.frame_lengths[1])
+    np.testing.assert_array_equal(batched.units.numpy(), kmeans.encode(model, batch, 16000, lengths=[16000, 8000]))
+    assert (batched.units[1, short_frames:] == -1).all() and (batched.units[0] >= 0).all()
+
+
+def test_extract_refuses_units_of_another_layer_or_width_before_running() -> None:
+    from cpcaudio.extract.features import extract
+    from cpcaudio.model import CPCModel
+
+    model = CPCModel(tiny_config()).eval()
+    width = model.config.context.hidden_dim
+    bad_shape = np.zeros((3, 2, 2, 100), dtype=np.float32)  # would fail later, in the input checks
+    context_codebook = KMeansUnits(np.eye(3, width, dtype=np.float32), {"layer": "context"})
+    with pytest.raises(UsageError, match="fitted on context features, not encoder: ask for layer='context'"):
+        extract(model, bad_shape, 16000, layer="encoder", units=context_codebook)
+    narrow = KMeansUnits(np.eye(3, width + 1, dtype=np.float32), {})  # no recorded layer: the width decides
+    with pytest.raises(UsageError, match=rf"{width + 1}-dim centres but the model's context features are {width}-dim"):
+        extract(model, bad_shape, 16000, units=narrow)
+    with pytest.raises(TypeError, match="units must be a fitted k-means"):
+        extract(model, bad_shape, 16000, units=np.eye(3, width))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import shared_data
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
@@ -45,10 +46,15 @@ def test_run_all_tiny_prints_one_json_line_per_benchmark():
     completed = run_script("benchmarks/run_all.py", "--tiny")
     assert completed.returncode == 0, completed.stderr[-2000:]
     records = records_of(completed.stdout)
-    present = [name for name in ("train_step", "extract", "loader", "probe") if (BENCHMARKS / f"{name}.py").exists()]
-    assert [record["benchmark"] for record in records] == present
+    expected = ["train_step", "extract", "loader", "probe", "streaming", "prepare_memory", "extract_memory"]
+    assert [record["benchmark"] for record in records] == expected
     # Stdout is exactly the JSON lines: the human summaries went to stderr.
-    assert len(completed.stdout.strip().splitlines()) == len(present)
+    assert len(completed.stdout.strip().splitlines()) == len(expected)
+
+    by_name = {record["benchmark"]: record for record in records}
+    assert by_name["streaming"]["config"] == "tiny" and by_name["streaming"]["frames"] > 0
+    assert by_name["prepare_memory"]["tiny"] and len(by_name["prepare_memory"]["files"]) == 2
+    assert by_name["extract_memory"]["config"] == "tiny" and len(by_name["extract_memory"]["runs"]) == 2
 
     train = next(record for record in records if record["benchmark"] == "train_step")
     assert train["matmul_gflops"] > 0
@@ -85,6 +91,52 @@ def test_reference_side_by_side_tiny():
     assert completed.returncode == 0, completed.stderr[-2000:]
     (record,) = records_of(completed.stdout)
     assert set(record["results"]) == {"cpcaudio", "cpc_audio"} and record["speedup"] > 0
+
+
+QUALITY_COLUMNS = ["phone", "speaker utterance", "speaker window (last)", "speaker window (mean)"]
+
+
+def test_quality_tiny_writes_the_table_and_the_json_record(tmp_path):
+    """Not in run_all.py (20 minutes of training at full size, and it reads ../shared/data)."""
+    for name in ("timit_sample", "tts_festival", "fsdd"):
+        shared_data(name)
+    out = tmp_path / "quality.json"
+    completed = run_script("benchmarks/quality.py", "--tiny", "--threads", "1", "--work", str(tmp_path / "work"),
+                           "--json", str(out), "--set", "optim.learning_rate=1e-3")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (record,) = records_of(completed.stdout)
+    assert json.loads(out.read_text()) == record and record["benchmark"] == "quality"
+    assert record["settings"]["tiny"] and record["settings"]["steps"] == 3
+    assert record["settings"]["set"][-1] == "optim.learning_rate=1e-3"
+    assert record["config"]["optim"]["learning_rate"] == 1e-3 and record["config"]["encoder"]["hidden_dim"] == 32
+    assert record["steps"] == 3 and record["train_wall_seconds"] > 0
+    for split in ("train", "valid"):
+        assert record["final"][split]["step"] == 3 and 0.0 <= record["final"][split]["step1_accuracy"] <= 1.0
+    curve = record["curve"]
+    assert curve["chance_loss"] == pytest.approx(2.1972, abs=1e-4)  # ln(8 + 1)
+    assert [p["step"] for p in curve["train"]] == [1, 2, 3]
+    assert curve["plateau_exit_step"] in (None, 1, 2, 3)
+    assert record["columns"] == QUALITY_COLUMNS and set(record["table"]) == {"model", "mfcc", "logmel", "random"}
+    for features, row in record["table"].items():
+        assert all(0.0 <= row[column] <= 1.0 for column in QUALITY_COLUMNS), features
+    for features in ("mfcc", "logmel"):  # mean-pooled: the two window columns are one fit
+        assert record["table"][features]["same_as"] == {"speaker window (mean)": "window"}
+    assert record["table"]["model"]["same_as"] == {} and record["layer"] == "context"
+    # speaker-disjoint phones (dr1, dr2 -> dr4), 7/3-style speaker split (4 sentences: 3 train / 1 test)
+    assert record["data"]["timit_phone"]["splits"] == {"train": 8, "test": 4}
+    assert record["data"]["timit_speaker"]["splits"] == {"train": 9, "test": 3}
+    assert record["data"]["mix"]["speakers"] == 5  # 3 TIMIT speakers, 1 festival voice, 1 FSDD speaker
+    assert len(record["commit"]) == 40 or record["commit"] == "unknown"
+    assert record["machine"]["threads"] == 1 and record["machine"]["cores"] >= 1 and record["machine"]["torch"]
+    for column in QUALITY_COLUMNS:
+        assert column in completed.stderr
+    assert "MFCC" in completed.stderr and "random init" in completed.stderr and "plateau" in completed.stderr
+
+    again = run_script("benchmarks/quality.py", "--tiny", "--threads", "1", "--work", str(tmp_path / "work"),
+                       "--set", "optim.learning_rate=1e-3", "--reuse-run")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reused" in again.stderr and "reusing" in again.stderr
+    assert records_of(again.stdout)[0]["table"] == record["table"]  # the same run probed again, seeded
 
 
 @pytest.mark.parametrize("normalization", ["batch", "channel"])

@@ -421,3 +421,25 @@ def test_unbiased_channel_norm_is_cpc_audio_channel_norm(fast):
     (got_grads,) = torch.autograd.grad(got.square().sum(), [norm.weight], retain_graph=True)
     (want_grads,) = torch.autograd.grad(want.square().sum(), [norm.weight])
     torch.testing.assert_close(got_grads, want_grads, rtol=1e-4, atol=1e-4)
+
+
+def test_a_cpc_audio_run_folder_extracts_into_a_store_keyed_by_its_checkpoint_file(tmp_path):
+    """A run folder stands for its latest checkpoint_N.pt: the store records that file's sha256 (a folder has
+    none), so the folder and the file are the same extraction, and the features are the imported model's."""
+    from cpcaudio.extract import FeatureStore, extract_to_store, file_sha256
+
+    folder = shared_data("cpc_audio_checkpoints/default")
+    signal, rate = speech()
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    sf.write(audio / "sa1.wav", signal[: rate // 2], rate, subtype="FLOAT")
+    summary = extract_to_store(folder, audio, tmp_path / "store", device="cpu")
+    meta = json.loads((tmp_path / "store" / "meta.json").read_text())
+    assert meta["checkpoint"] == str(folder.resolve())
+    assert meta["checkpoint_sha256"] == file_sha256(folder / "checkpoint_2.pt")
+    again = extract_to_store(folder / "checkpoint_2.pt", audio, tmp_path / "store", device="cpu")
+    assert again.already_complete and summary.num_utterances == 1
+    frames = FeatureStore.open(tmp_path / "store").features(0)
+    model = load_model(folder, device="cpu")
+    expected = model.extract(signal[: rate // 2], rate).frames.numpy()
+    np.testing.assert_allclose(frames, expected, rtol=1e-5, atol=1e-6)

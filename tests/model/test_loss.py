@@ -35,7 +35,7 @@ def naive_info_nce(predictions, latents, negatives, frame_lengths):
 
 
 @pytest.mark.parametrize("path", SCORING_PATHS)
-@pytest.mark.parametrize("mode", ["batch", "same-sequence"])
+@pytest.mark.parametrize("mode", ["batch", "same-sequence", "mixed"])
 def test_loss_matches_naive_loop(mode, path):
     torch.manual_seed(0)
     batch, frames, steps, dim, negatives = 3, 9, 4, 5, 6
@@ -64,7 +64,7 @@ def test_loss_with_fixed_hand_picked_negatives(path):
     assert result.step_counts.item() == 2
 
 
-@pytest.mark.parametrize("mode", ["batch", "same-sequence"])
+@pytest.mark.parametrize("mode", ["batch", "same-sequence", "mixed"])
 def test_positive_never_drawn_and_pool_covered(mode):
     torch.manual_seed(1)
     batch, frames, steps, negatives = 3, 10, 3, 64
@@ -88,13 +88,16 @@ def test_positive_never_drawn_and_pool_covered(mode):
                     assert (pos < frame_lengths[seq]).all()
                     if mode == "same-sequence":
                         assert (seq == b).all()
+                    if mode == "mixed":  # the first half from the own sequence, the rest anywhere
+                        assert (seq[: negatives // 2] == b).all()
+                        seq = seq[negatives // 2 :]
                     seen_batch_of.update(seq.tolist())
                     covered[drawn] = True
     # Every valid frame is drawn at some point, and no padded frame ever is.
     for b in range(batch):
         assert covered[b * frames : b * frames + int(frame_lengths[b])].all()
         assert not covered[b * frames + int(frame_lengths[b]) : (b + 1) * frames].any()
-    if mode == "batch":
+    if mode in ("batch", "mixed"):
         assert seen_batch_of == {0, 1, 2}
 
 

@@ -57,7 +57,7 @@ def assert_all_close(got, expected):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("mode", ["batch", "same-sequence"])
+@pytest.mark.parametrize("mode", ["batch", "same-sequence", "mixed"])
 def test_every_path_and_formulation_agrees_with_the_pool_path(mode, bias):
     context, weight, offset, latents, negatives = linear_problem(0, mode, bias)
     leaves = [context, weight, offset, latents]
@@ -72,7 +72,7 @@ def test_every_path_and_formulation_agrees_with_the_pool_path(mode, bias):
         assert_all_close(got[0] + got[1], expected[0] + expected[1])
 
 
-@pytest.mark.parametrize("mode", ["batch", "same-sequence"])
+@pytest.mark.parametrize("mode", ["batch", "same-sequence", "mixed"])
 def test_heads_info_nce_matches_the_heads_predictions(mode):
     torch.manual_seed(3)
     model = CPCModel(tiny_config(encoder={"hidden_dim": 16}, context={"hidden_dim": 8}))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cpcaudio import CPCConfig, CPCModel
+from cpcaudio.presets import load_preset
 from helpers import generated_signal, tiny_config
 
 
@@ -85,8 +86,8 @@ def test_small_model_overfits_a_fixed_batch():
     assert float(out.step_accuracy[0]) > 0.9, f"step-1 accuracy only {float(out.step_accuracy[0]):.3f}"
 
 
-def test_default_config_is_the_papers():
-    config = CPCConfig()
+def test_paper_preset_is_the_papers_model():
+    config = load_preset("paper")
     assert config.encoder.hidden_dim == 512
     assert config.encoder.kernel_sizes == (10, 8, 4, 4, 4)
     assert config.encoder.strides == (5, 4, 2, 2, 2)
@@ -96,6 +97,17 @@ def test_default_config_is_the_papers():
     assert config.optim.learning_rate == 2e-4
     model = CPCModel(config)
     assert model.num_frames(config.data.window_size) == 128
+
+
+def test_default_config_keeps_the_papers_geometry_and_learns_fast():
+    """The defaults differ from the paper only where measurement chose (README, "Defaults")."""
+    config = CPCConfig()
+    assert config.encoder.kernel_sizes == (10, 8, 4, 4, 4) and config.encoder.strides == (5, 4, 2, 2, 2)
+    assert config.context.kind == "gru" and config.predictor.num_steps == 12
+    assert config.predictor.num_negatives == 128 and config.data.window_size == 20480
+    assert (config.encoder.hidden_dim, config.data.sampler, config.predictor.negative_sampling) == (
+        256, "uniform", "mixed")
+    assert (config.optim.learning_rate, config.optim.warmup_steps, config.optim.grad_clip) == (5e-4, 100, 1.0)
 
 
 def test_encoder_returns_valid_frame_lengths_of_a_padded_batch():

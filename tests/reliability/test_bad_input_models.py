@@ -25,6 +25,7 @@ from badfiles import (
     assert_clean_failure,
     assert_no_complete_store,
     make_folder,
+    make_timit,
     read_only_folder,
     tone,
     write_audio,
@@ -260,6 +261,60 @@ def test_bad_checkpoint_probe(kind: str, tmp_path: Path, work: Path, marker: Pat
         run_probe(work / "dataset", "speaker", checkpoint=path, device="cpu", baselines_requested=[])
     result = cli(*_probe_arguments(work / "dataset", path, tmp_path / "report"))
     assert_clean_failure(result, DATA, CHECKPOINT_CASES[kind], path)
+
+
+# ---- files that are not the checkpoint their name says, on every path that loads one ----------------------------
+
+FAKE_CHECKPOINTS = {  # name: (how it is made, the error line)
+    "text.safetensors": ("text", r"is named \.safetensors but is not a readable safetensors file .*; pass the \.pt checkpoint"),
+    "empty.safetensors": ("empty", r"is named \.safetensors but is not a readable safetensors file"),
+    "torch.safetensors": ("torch", r"is a torch file named \.safetensors .*; rename it to \.pt"),
+    "text.pt": ("text", r"is truncated or not a torch file \(no pickle data\); use an intact copy"),
+}
+LOADING_COMMANDS = {  # every command that takes a checkpoint: (checkpoint, phone dataset, out) -> arguments
+    "abx": lambda ckpt, data, out: ["abx", data, "--checkpoint", ckpt, "--out", out, "--baselines", "none"],
+    "units": lambda ckpt, data, out: ["units", data, "--checkpoint", ckpt, "--clusters", 2, "--out", out,
+                                      "--baselines", "none"],
+    "probe": lambda ckpt, data, out: ["probe", data, "--checkpoint", ckpt, "--task", "speaker", "--out", out,
+                                      "--baselines", "none"],
+    "extract": lambda ckpt, data, out: ["extract", ckpt, data, out, "--device", "cpu"],
+    "export": lambda ckpt, data, out: ["export", ckpt, out / "model.onnx"],
+    "convert": lambda ckpt, data, out: ["convert", ckpt, out / "model.pt"],
+}
+
+
+@pytest.fixture(scope="module")
+def phone_dataset(tmp_path_factory) -> Path:
+    """A prepared 16 kHz TIMIT-like dataset with phone alignments (what abx and units need to get as far as
+    the checkpoint)."""
+    root = tmp_path_factory.mktemp("phones")
+    prepare("timit", make_timit(root / "timit").root, root / "dataset", workers=1)
+    return root / "dataset"
+
+
+@pytest.mark.parametrize("command", [*LOADING_COMMANDS, "cpcaudio.load"])
+def test_a_file_that_is_not_the_checkpoint_its_name_says_is_one_line(
+    command: str, tmp_path: Path, work: Path, phone_dataset: Path
+):
+    from cpcaudio.interop import load_model
+
+    for name, (content, message) in FAKE_CHECKPOINTS.items():
+        path = tmp_path / name
+        if content == "torch":
+            shutil.copy(work / "model.pt", path)  # an intact cpcaudio checkpoint, renamed
+        else:
+            path.write_text("model weights, honestly\n" if content == "text" else "")
+        if command == "cpcaudio.load":
+            for loader in (cpcaudio.load, load_model, load_checkpoint):
+                with pytest.raises(CheckpointError, match=message) as error:
+                    loader(path)
+                assert str(path) in str(error.value) and "\n" not in str(error.value)
+            continue
+        out = tmp_path / f"out-{name}"
+        out.mkdir()
+        result = cli(*LOADING_COMMANDS[command](path, phone_dataset, out), "--quiet")
+        assert_clean_failure(result, DATA, message, path)
+        assert not list(out.iterdir()), sorted(p.name for p in out.iterdir())  # nothing written
 
 
 def test_probe_output_below_a_file_fails_cleanly(tmp_path: Path, work: Path):

@@ -27,6 +27,7 @@ from cpcaudio.train.checkpoint import save_checkpoint
 from cpcaudio.cli.common import user_errors
 from cpcaudio.cli.main import app
 from cpcaudio.config import CPCConfig
+from cpcaudio.presets import load_preset
 from cpcaudio.data import prepare
 from cpcaudio.data.format import DatasetWriter
 from cpcaudio.errors import DataError, ResourceError, UsageError
@@ -61,15 +62,15 @@ def test_parameter_count_matches_the_model(sections):
 
 
 def test_training_estimate_grows_with_the_batch_as_stated():
-    one = resources.estimate_training_memory(CPCConfig.from_dict({"data": {"batch_size": 1}}))
-    four = resources.estimate_training_memory(CPCConfig.from_dict({"data": {"batch_size": 4}}))
+    one = resources.estimate_training_memory(load_preset("paper", {"data": {"batch_size": 1}}))
+    four = resources.estimate_training_memory(load_preset("paper", {"data": {"batch_size": 4}}))
     frames = 128  # 20480 samples / 160
     score_growth = ((4 * frames) ** 2 - frames**2) * 4
     assert four.activation_bytes - one.activation_bytes == 3 * one.per_item_bytes + score_growth
-    assert four.model_bytes == one.model_bytes == 4 * resources.count_parameters(CPCConfig())
+    assert four.model_bytes == one.model_bytes == 4 * resources.count_parameters(load_preset("paper"))
     assert four.optimizer_bytes == 3 * four.model_bytes  # gradients + Adam's two moments
     # The paper's config at batch 8: measured 580 MiB of peak growth on CPU (docs/reliability.md).
-    eight = resources.estimate_training_memory(CPCConfig())
+    eight = resources.estimate_training_memory(load_preset("paper"))
     assert 300 * MIB < eight.total_bytes < 900 * MIB
 
 

@@ -38,9 +38,9 @@ WINDOW = 1600  # 0.2 s at 8 kHz: 10 encoder frames
 TRAIN_SECTIONS = {
     "encoder": {"hidden_dim": 32},
     "context": {"hidden_dim": 32},
-    "predictor": {"num_steps": 2, "num_negatives": 8},
+    "predictor": {"num_steps": 2, "num_negatives": 8, "negative_sampling": "batch"},
     "data": {"window_size": WINDOW, "batch_size": 4, "sampler": "uniform"},
-    "optim": {"learning_rate": 2e-4},
+    "optim": {"learning_rate": 2e-4, "warmup_steps": 0, "grad_clip": 0.0},
     "train": {"max_steps": 4, "validate_every": 2, "validation_batches": 2, "log_every": 1},
 }
 
@@ -102,7 +102,7 @@ def test_schedule_warmup_then_cosine_and_step():
     assert [cosine(i) for i in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert cosine(9) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 10)))
     assert cosine(14) == pytest.approx(0.0, abs=1e-12)
-    step = learning_rate_multiplier(OptimConfig(schedule="step", step_size=3, step_gamma=0.5), max_steps=10)
+    step = learning_rate_multiplier(OptimConfig(warmup_steps=0, schedule="step", step_size=3, step_gamma=0.5), max_steps=10)
     assert [step(i) for i in range(7)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25]
 
     parameter = torch.nn.Parameter(torch.zeros(2))

@@ -19,6 +19,11 @@ Splits (``split``):
 - ``within-speaker`` (default for the NLTK sample, which has no official split): the hold-out rule of
   :mod:`cpcaudio.data.splits`, i.e. at the default ``test_fraction=0.2`` two of each speaker's ten
   sentences are test, chosen by a hash of the utterance id. Speaker probes need this split.
+
+Or split lists (``split_lists``, ``--split-list NAME=FILE``, repeatable, instead of ``split``): files of
+utterance ids (``fvmh0_sa1``), one per line; a listed utterance takes the list's split, unlisted ones go
+to ``train`` and are counted as ``not_in_split_lists`` (e.g. a speaker-disjoint split of the NLTK sample:
+``test=`` the dr4 utterances).
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from cpcaudio.data.labels import read_id_list
 from cpcaudio.data.phones import timit_vocabulary
 from cpcaudio.data.sources.base import LabelSource, SourcePlan, UtteranceItem, assign_missing_splits, find_audio_files
+from cpcaudio.data.sources.librispeech import parse_split_lists
 from cpcaudio.data.sources.spec import TEST_FRACTION, SourceKind, SourceOption
-from cpcaudio.data.splits import DEFAULT_TEST_FRACTION
-from cpcaudio.errors import UsageError
+from cpcaudio.data.splits import DEFAULT_TEST_FRACTION, SPLIT_NAMES
+from cpcaudio.errors import DataError, UsageError
 
 _NLTK_FOLDER = re.compile(r"^(?P<dialect>dr\d)-(?P<speaker>[a-z]{4}\d)$", re.IGNORECASE)
 _DIALECT = re.compile(r"^dr\d$", re.IGNORECASE)
@@ -44,6 +51,12 @@ OPTIONS: tuple[SourceOption, ...] = (
         "split", str, None,
         "official or within-speaker (default: official when the corpus has TRAIN/TEST folders).",
     ),
+    SourceOption(
+        "split_lists", str, None,
+        "NAME=FILE, one utterance id (fvmh0_sa1) per line; repeatable; unlisted utterances go to train "
+        "(instead of --split).",
+        flag="--split-list", multiple=True, parse=parse_split_lists,
+    ),
     TEST_FRACTION,
 )
 """The options of :func:`discover` that users set (``cpcaudio prepare --help``)."""
@@ -54,6 +67,7 @@ def discover(
     *,
     fold_39: bool = False,
     split: Optional[str] = None,
+    split_lists: Optional[dict[str, Path]] = None,
     test_fraction: float = DEFAULT_TEST_FRACTION,
 ) -> SourcePlan:
     """List TIMIT utterances with their ``.phn`` labels.
@@ -62,6 +76,8 @@ def discover(
         src: the corpus root (holding ``TRAIN``/``TEST``, or the NLTK ``drN-speaker`` folders).
         fold_39: store the 39 folded classes instead of the 61 symbols.
         split: ``official`` or ``within-speaker`` (default: official when the layout has TRAIN/TEST).
+        split_lists: instead of ``split``: split name (``train``/``valid``/``test``) -> file of utterance
+            ids; unlisted utterances go to train.
         test_fraction: for ``within-speaker``: share of each speaker's sentences held out.
 
     Returns:
@@ -69,6 +85,9 @@ def discover(
     """
     if split is not None and split not in SPLIT_RULES:
         raise UsageError(f"TIMIT split {split!r} is not one of {', '.join(SPLIT_RULES)}")
+    if split is not None and split_lists:
+        raise UsageError("give either a TIMIT split rule (--split) or split lists (--split-list), not both")
+    listed = _read_split_lists(split_lists or {})
     src = Path(src)
     vocabulary, symbol_map = timit_vocabulary(fold_39)
     plan = SourcePlan(
@@ -108,6 +127,9 @@ def discover(
             )
         )
     plan.unmatched["audio_without_labels"] = without_labels
+    if split_lists:
+        _apply_split_lists(plan, listed, split_lists, src)
+        return plan
     rule = split or ("official" if has_official else "within-speaker")
     if rule == "official" and not has_official:
         raise UsageError(f"{src}: no TRAIN/TEST folders, so no official split; use split 'within-speaker'")
@@ -119,6 +141,45 @@ def discover(
     assign_missing_splits(plan, test_fraction)
     plan.source["split"] = rule
     return plan
+
+
+def _read_split_lists(split_lists: dict[str, Path]) -> dict[str, str]:
+    """``{utterance id: split}`` from split lists; refuses unknown split names and an id in two lists."""
+    split_of: dict[str, str] = {}
+    for name, path in split_lists.items():
+        if name not in SPLIT_NAMES:
+            raise UsageError(f"split list name {name!r} is not one of {', '.join(SPLIT_NAMES)}")
+        for utterance_id in read_id_list(Path(path)):
+            other = split_of.setdefault(utterance_id.lower(), name)
+            if other != name:
+                raise DataError(
+                    f"{path}: utterance {utterance_id!r} is also in the {other} split list; an utterance may be "
+                    "in one split only, remove it from one list"
+                )
+    return split_of
+
+
+def _apply_split_lists(plan: SourcePlan, split_of: dict[str, str], split_lists: dict[str, Path], src: Path) -> None:
+    """Give every item its listed split (unlisted: train, counted) and record the rule."""
+    found = {item.utterance_id for item in plan.items}
+    if found and not set(split_of) & found:
+        raise DataError(
+            f"the split lists ({', '.join(str(p) for p in split_lists.values())}) name none of the {len(found)} "
+            f"utterances found in {src}; list TIMIT utterance ids such as fvmh0_sa1"
+        )
+    unlisted = []
+    for item in plan.items:
+        item.split = split_of.get(item.utterance_id, "")
+        if not item.split:
+            unlisted.append(item.utterance_id)
+            item.split = "train"
+    plan.unmatched["not_in_split_lists"] = unlisted
+    plan.unmatched["listed_without_audio"] = sorted(set(split_of) - found)
+    plan.split_rule = (
+        "split lists " + ", ".join(f"{k}={Path(v).name}" for k, v in split_lists.items())
+        + "; unlisted utterances -> train"
+    )
+    plan.source.update(split="lists", split_lists={k: str(v) for k, v in split_lists.items()})
 
 
 def _parse(audio: Path) -> Optional[tuple[Optional[str], str, str, str]]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cpcaudio.evaluate.abx.distances import angular_distances, unit_frames
+from cpcaudio.geometry import ceil_div
 
 DEFAULT_MAX_ELEMENTS = 1 << 22  # floats per working tensor of one DTW batch (16 MiB)
 MIN_BATCH_PAIRS = 512  # DTW batches smaller than this are merged with the next padded size
@@ -116,7 +117,7 @@ def padded_length(lengths: np.ndarray) -> np.ndarray:
     lengths = np.asarray(lengths, dtype=np.int64)
     step = np.where(lengths <= 8, 1, 2 ** np.maximum(np.floor(np.log2(np.maximum(lengths - 1, 1))) - 2, 0))
     step = step.astype(np.int64)
-    return -(-lengths // step) * step
+    return ceil_div(lengths, step) * step
 
 
 def _groups(keys: np.ndarray, min_size: int) -> list[np.ndarray]:
@@ -223,7 +224,7 @@ def _chunk_blocks(
     for group in groups:
         n, m = int(low_padded[chunk[group]].max()), int(high_padded[chunk[group]].max())
         per_block = n * m + (n + m) * (dim + 2)
-        for part in np.array_split(group, max(1, -(-group.shape[0] * per_block // max_elements))):
+        for part in np.array_split(group, max(1, ceil_div(group.shape[0] * per_block, max_elements))):
             index = torch.from_numpy(chunk[part]).to(device)
             rows = _side_rows(features, low_members[index], low_lengths[index], low_offsets[index], n)  # (B, n)
             columns = _side_rows(features, high_members[index], high_lengths[index], high_offsets[index], m)

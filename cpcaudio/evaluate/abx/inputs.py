@@ -27,7 +27,7 @@ import numpy as np
 from cpcaudio.errors import DataError, UsageError
 from cpcaudio.evaluate.abx.items import ItemList, items_from_dataset, read_item_file
 from cpcaudio.evaluate.feature_sets import FeatureSetOptions
-from cpcaudio.geometry import FrameGeometry
+from cpcaudio.geometry import FrameGeometry, ceil_div
 from cpcaudio.progress import Progress, ProgressCallback, report
 
 PathLike = Union[str, Path]
@@ -267,7 +267,7 @@ def compute_frames(
 ) -> list[np.ndarray]:
     """``feature_set.frames`` over ``indices`` in about 20 steps, reporting progress after each."""
     out: list[np.ndarray] = []
-    step = max(1, -(-len(indices) // 20))
+    step = max(1, ceil_div(len(indices), 20))
     stage = stage or f"features: {feature_set.name}"
     for start in range(0, len(indices), step):
         out.extend(feature_set.frames(indices[start : start + step]))

@@ -1,8 +1,10 @@
-"""``speaker``: two protocols. ``utterance``: features averaged over the utterance. ``window`` (as in
+"""``speaker``: three protocols. ``utterance``: features averaged over the utterance. ``window`` (as in
 CPC_audio): the utterance is cut into consecutive non-overlapping windows of the model's training window
 (1.28 s by default; an utterance shorter than one window is one window), each window is processed alone,
 and its vector is the last context frame (``--layer context``) or the mean over the window's frames
-(encoder features and the MFCC/log-mel baselines)."""
+(encoder features and the MFCC/log-mel baselines). ``window-mean`` (SUPERB's speaker-ID pooling): the
+same windows, each vector the mean over the window's frames; for the sources whose window vector already
+is that mean it is the same problem as ``window``, fitted once and reported under both."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import numpy as np
 from cpcaudio.evaluate.problems import (
     UTTERANCE,
     WINDOW,
+    WINDOW_MEAN,
     ProbeInputs,
     ProbeProblem,
     pooled_problem,
+    same_problem,
     speaker_windows,
     utterance_problem,
 )
@@ -27,8 +31,8 @@ class SpeakerTask(ProbeTask):
     """Speaker identification from whole utterances and from fixed-length windows."""
 
     name = "speaker"
-    summary = "per utterance and per window"
-    protocols = (UTTERANCE, WINDOW)
+    summary = "per utterance, and per window by its last frame and by its mean"
+    protocols = (UTTERANCE, WINDOW, WINDOW_MEAN)
     few_classes_advice = " (UEA sets have no speakers: use --task class)"
 
     def utterance_labels(self, dataset: Any, label: Optional[str]) -> tuple[Optional[list[Any]], str]:
@@ -54,10 +58,11 @@ class SpeakerTask(ProbeTask):
         how = "flatten" if source.utterance_pooling == "flatten" else source.window_pooling
         window_index = np.array([i for i, _, _ in windows], dtype=np.int64)
         train = set(inputs.train.tolist())
-        problems.append(
-            pooled_problem(
-                WINDOW, window_frames, how, inputs.labels_of(window_index), window_index,
-                np.array([i in train for i in window_index]),
-            )
-        )
-        return problems
+        labels = inputs.labels_of(window_index)
+        is_train = np.array([i in train for i in window_index])
+        window = pooled_problem(WINDOW, window_frames, how, labels, window_index, is_train)
+        if how == "mean":  # the window vector already is the mean: one problem, reported under both names
+            window_mean = same_problem(window, WINDOW_MEAN)
+        else:
+            window_mean = pooled_problem(WINDOW_MEAN, window_frames, "mean", labels, window_index, is_train)
+        return problems + [window, window_mean]
