@@ -89,7 +89,7 @@ def model_config(
 # k-means units K, ABX training seconds, ABX items per cell.
 _ROWS = (
     ("default", 16, 12.0, model_config(128, 256, 12, 128, 8, 20480, 5e-4, 50, "uniform"),
-     0.26, 240.0, 50, 20000, 10.0, 200.0, 50, 200.0, 3),
+     0.44, 240.0, 50, 20000, 10.0, 200.0, 50, 200.0, 3),
     ("default-gpu", 24, 40.0, model_config(512, 256, 12, 128, 32, 20480, 5e-4, 100, "uniform"),
      0.05, 150.0, 500, 20000, 10.0, 1800.0, 50, 1800.0, 3),
     ("tiny", 4, 1.5, model_config(64, 64, 4, 16, 8, 5120, 1e-3, 5, "uniform"),

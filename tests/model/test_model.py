@@ -106,7 +106,7 @@ def test_default_config_keeps_the_papers_geometry_and_learns_fast():
     assert config.context.kind == "gru" and config.predictor.num_steps == 12
     assert config.predictor.num_negatives == 128 and config.data.window_size == 20480
     assert (config.encoder.hidden_dim, config.data.sampler, config.predictor.negative_sampling) == (
-        256, "uniform", "mixed")
+        256, "uniform", "batch")
     assert (config.optim.learning_rate, config.optim.warmup_steps, config.optim.grad_clip) == (5e-4, 100, 1.0)
 
 
