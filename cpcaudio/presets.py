@@ -72,11 +72,9 @@ def load_preset(name: str, overrides: Optional[Mapping[str, Mapping[str, Any]]] 
     Raises:
         ConfigError: no preset has that name, or an override is invalid.
     """
-    import yaml
-
     from cpcaudio.config import CPCConfig
 
-    data = yaml.safe_load(preset_path(name).read_text()) or {}
+    data = CPCConfig.load(preset_path(name)).to_dict()
     for section, values in (overrides or {}).items():
         data[section] = {**data.get(section, {}), **dict(values)}
     return CPCConfig.from_dict(data)

@@ -277,3 +277,12 @@ def write_two_speaker_tones(source: Path, rate: int) -> Path:
             samples = tone(int(0.4 * rate), rate, frequency=300 + 90 * number + 40 * index)
             write_audio(source / speaker / f"{speaker}_{index}.wav", samples, rate)
     return source
+
+
+def prepare_two_speaker_tones(root: Path, rate: int) -> Path:
+    """:func:`write_two_speaker_tones` under ``root/source``, prepared (folder kind) into ``root/dataset``."""
+    from cpcaudio.data import prepare
+
+    write_two_speaker_tones(root / "source", rate)
+    prepare("folder", root / "source", root / "dataset", workers=1)
+    return root / "dataset"

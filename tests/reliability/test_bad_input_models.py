@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import cpcaudio
 from badfiles import (
-    write_two_speaker_tones,
+    prepare_two_speaker_tones,
     tiny_run_sections,
     AUDIO_DAMAGE,
     assert_clean_failure,
@@ -53,9 +53,7 @@ def cli(*arguments: object):
 def work(tmp_path_factory) -> Path:
     """A tiny 8 kHz dataset, a tiny config file and a checkpoint of a randomly initialised tiny model."""
     root = tmp_path_factory.mktemp("models")
-    source = root / "source"
-    write_two_speaker_tones(source, RATE)
-    prepare("folder", source, root / "dataset", workers=1)
+    prepare_two_speaker_tones(root, RATE)
     (root / "tiny.yaml").write_text(
         "\n".join(f"{section}: {values}" for section, values in TINY.items()).replace("'", "") + "\n"
     )

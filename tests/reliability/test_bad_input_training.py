@@ -22,10 +22,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from badfiles import assert_clean_failure, error_lines, tiny_run_sections, write_two_speaker_tones
+from badfiles import assert_clean_failure, error_lines, tiny_run_sections, prepare_two_speaker_tones
 from cpcaudio.cli.main import app
 from cpcaudio.config import CPCConfig
-from cpcaudio.data import PreparedDataset, prepare
+from cpcaudio.data import PreparedDataset
 from cpcaudio.errors import TrainingInterrupted
 from cpcaudio.model import CPCModel
 from cpcaudio.train import plan, read_metrics, train
@@ -52,9 +52,7 @@ def command(*arguments: object) -> list[str]:
 def work(tmp_path_factory) -> Path:
     """A tiny 8 kHz dataset (6 utterances of 0.4 s) and its two-step config file."""
     root = tmp_path_factory.mktemp("training")
-    source = root / "source"
-    write_two_speaker_tones(source, RATE)
-    prepare("folder", source, root / "dataset", workers=1)
+    prepare_two_speaker_tones(root, RATE)
     CPCConfig.from_dict(TINY).save(root / "tiny.yaml")
     return root
 
