@@ -36,13 +36,19 @@ default ``benchmarks/cache/quality/``, git-ignored):
    speakers per utterance, per 1.28 s window by its last context frame (CPC_audio's protocol) and by the
    window mean (SUPERB's pooling) (``speaker`` task on ``timit_speaker``). MFCC, log-mel (and encoder
    features) are averaged over the window in both window protocols: that is one probe, fitted once and
-   marked ``=`` in the table.
+   marked ``=`` in the table. The same speaker probe scores speaker verification without training
+   (:mod:`cpcaudio.evaluate.verification`): cosine scores of the test utterances' embeddings (the
+   speaker-utterance probe's vectors, the mean over frames of the same layer, centred by the train mean)
+   on every same-speaker pair of the 24 test utterances and as many different-speaker pairs drawn with
+   ``--seed``; its equal error rate and minDCF (P_target 0.01, C_miss = C_fa = 1, normalised).
 
 Output: one table (rows: features; columns: phone, speaker utterance, speaker window (last), speaker
-window (mean); test accuracy) and the training curve on stderr, the JSON record on stdout (and in
-``--json OUT``): the benchmark settings and the run's full config, the steps reached, the training wall
-time, the final training and validation loss and step-1 accuracy, the curve summary, the table, every
-probe result, the commit and the machine.
+window (mean): test accuracy; speaker EER and speaker minDCF: verification, lower is better) and the
+training curve on stderr, the JSON record on stdout (and in ``--json OUT``): the benchmark settings and
+the run's full config, the steps reached, the training wall time, the final training and validation loss
+and step-1 accuracy, the curve summary, the table (``columns``: the accuracy columns;
+``verification_columns``: EER and minDCF, null where the test split has no same-speaker pair, as in
+``--tiny``), every probe result and the verification trials, the commit and the machine.
 
 **Steps to leave the plateau**: InfoNCE starts at chance, loss ln(N + 1) for N negatives and step-1
 accuracy 1 / (N + 1), and may sit there for hundreds of steps. The plateau is left at the first logged
@@ -101,6 +107,7 @@ COLUMNS = (  # (title, task, protocol)
     ("speaker window (last)", "speaker", "window"),
     ("speaker window (mean)", "speaker", "window-mean"),
 )
+VERIFICATION_COLUMNS = (("speaker EER", "eer"), ("speaker minDCF", "min_dcf"))  # (title, key of the result)
 ROWS = {"model": "CPC trained", "mfcc": "MFCC", "logmel": "log-mel", "random": "random init"}
 STAGES = 5
 
@@ -399,8 +406,8 @@ def probe(task: str, dataset: Any, checkpoint: Path, out: Path, args: argparse.N
 
 
 def quality_table(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``{features: {column title: test accuracy}}``; a cell that repeats another protocol's fit is also
-    listed under ``same_as`` (``{column title: fitted protocol}``)."""
+    """``{features: {column title: test accuracy, verification title: EER or minDCF}}``; a cell that
+    repeats another protocol's fit is also listed under ``same_as`` (``{column title: fitted protocol}``)."""
     table: dict[str, dict[str, Any]] = {}
     for title, task, protocol in COLUMNS:
         for result in reports[task]["results"]:
@@ -410,25 +417,41 @@ def quality_table(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
             row[title] = result["accuracy"]
             if result.get("same_problem_as"):
                 row["same_as"][title] = result["same_problem_as"]
+    for result in reports["speaker"].get("verification", {}).get("results", []):
+        row = table.setdefault(result["features"], {"same_as": {}})
+        for title, key in VERIFICATION_COLUMNS:
+            row[title] = result[key]
     return table
 
 
-def format_table(table: dict[str, dict[str, Any]], layer: str) -> str:
+def format_table(table: dict[str, dict[str, Any]], layer: str, verification_note: str = "") -> str:
+    """The table for stderr: accuracies and the EER in percent, minDCF as a number; ``verification_note``
+    (the trials) is printed below it when some verification cell is empty."""
     names = {**ROWS, "model": f"{ROWS['model']} ({layer})"}
     first = max(len(n) for n in names.values())
-    widths = [max(len(title), 7) for title, _, _ in COLUMNS]
-    lines = [f"{'features':<{first}}  " + "  ".join(f"{t:>{w}}" for (t, _, _), w in zip(COLUMNS, widths))]
+    titles = [title for title, _, _ in COLUMNS] + [title for title, _ in VERIFICATION_COLUMNS]
+    widths = [max(len(title), 7) for title in titles]
+    lines = [f"{'features':<{first}}  " + "  ".join(f"{t:>{w}}" for t, w in zip(titles, widths))]
     for name in [n for n in ROWS if n in table]:
         row = table[name]
         cells = []
-        for (title, _, _), width in zip(COLUMNS, widths):
+        for title, width in zip(titles, widths):
             value = row.get(title)
-            text = "-" if value is None else f"{100 * value:.1f}%" + ("=" if title in row["same_as"] else " ")
+            if value is None:
+                text = "-"
+            elif title == "speaker minDCF":
+                text = f"{value:.3f} "
+            else:
+                text = f"{100 * value:.1f}%" + ("=" if title in row["same_as"] else " ")
             cells.append(f"{text:>{width}}")
         lines.append(f"{names[name]:<{first}}  " + "  ".join(cells))
     if any(row["same_as"] for row in table.values()):
         lines.append("=: the same probe as speaker window (last): these features are averaged over the window in "
                      "both protocols (fitted once)")
+    lines.append("speaker EER, minDCF (P_target 0.01): verification by cosine scores of the utterance embeddings "
+                 "(lower is better)")
+    if any(row.get(title) is None for row in table.values() for title, _ in VERIFICATION_COLUMNS):
+        lines.append(f"-: {verification_note or 'no verification'}")
     return "\n".join(lines)
 
 
@@ -535,7 +558,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = pretrain(args, datasets["mix"].path, run_dir)
     trained = run_record(run_dir, info)
     pretrained = time.perf_counter()
-    stage(4, "probes: phones (dr1-3 -> dr4) and speakers (utterance, window last / mean) on CPC, MFCC, log-mel, random")
+    stage(4, "probes: phones (dr1-3 -> dr4) and speakers (utterance, window last / mean, verification) on CPC, "
+             "MFCC, log-mel, random")
     suffix = "_tiny" if args.tiny else ""
     reports = {
         task: probe(task, datasets[f"timit_{task}"], run_dir / "last.pt", work / f"probe_{task}{suffix}", args)
@@ -558,9 +582,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "run": trained,
         "layer": layer,
         "columns": [title for title, _, _ in COLUMNS],
+        "verification_columns": [title for title, _ in VERIFICATION_COLUMNS],
         "table": table,
         "probes": {task: {"dataset": report["dataset"]["path"], "results": [_brief(r) for r in report["results"]]}
                    for task, report in reports.items()},
+        "verification": _verification_brief(reports["speaker"]),
         "data": {name: dataset_record(dataset) for name, dataset in datasets.items()},
         **git_commit(),
         "machine": {**machine(args.threads, args.device), "load_average_at_start": load_before},
@@ -576,6 +602,13 @@ def _brief(result: dict[str, Any]) -> dict[str, Any]:
     keep = ("features", "protocol", "probe", "accuracy", "balanced_accuracy", "macro_f1", "train_accuracy",
             "majority_class_accuracy", "counts", "same_problem_as")
     return {key: result[key] for key in keep if key in result}
+
+
+def _verification_brief(report: dict[str, Any]) -> dict[str, Any]:
+    """The speaker report's verification entry without the DET curves (they stay in the work folder)."""
+    section = dict(report["verification"])
+    section["results"] = [{k: v for k, v in r.items() if k != "det"} for r in section["results"]]
+    return section
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -596,7 +629,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"quality ({budget}{', tiny' if args.tiny else ''}; {record['steps']} steps in "
         f"{record['train_wall_seconds']:.0f} s; "
         f"{args.threads} threads; commit {commit}); test accuracy:\n"
-        + format_table(record["table"], record["layer"]) + "\n"
+        + format_table(record["table"], record["layer"], record["verification"]["trials"]["note"]) + "\n"
         + curve_text({**record["run"], "curve": record["curve"], "final": record["final"]})
     )
     if args.json is not None:

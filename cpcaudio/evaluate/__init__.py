@@ -9,6 +9,7 @@ The pieces, in the order data flows through them:
 * :mod:`.problems`: protocols and the training/test samples they make;
 * :mod:`.estimators`: :class:`LinearProbe` and :class:`SVMProbe` (scikit-learn estimators);
 * :mod:`.metrics`: the scores of a fitted probe;
+* :mod:`.verification`: speaker verification without training (trials, cosine scores, EER, minDCF);
 * :mod:`.runner`: :func:`run_probe`, which runs all of it and writes the report (:mod:`cpcaudio.report`).
 
 The names below are imported on first use (torch and scikit-learn load only then), so the CLI can read
@@ -51,6 +52,11 @@ _LAZY = {
     "get_task": "tasks",
     "FrameTiming": "timing",
     "align_frame_labels": "timing",
+    "Trials": "verification",
+    "UtteranceEmbeddings": "verification",
+    "draw_trials": "verification",
+    "equal_error_rate": "verification",
+    "min_dcf": "verification",
 }
 
 __all__ = sorted(_LAZY)

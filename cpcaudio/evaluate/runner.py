@@ -7,6 +7,10 @@ the training split cannot be classified by any probe; they are left out and coun
 
 Each feature set is computed once and kept in memory while its probes train (extract once, train on the
 cache: no re-encoding per epoch).
+
+A task that gives utterance embeddings (``speaker``) is also scored as speaker verification on trials
+of test utterances (:mod:`.verification`): the report's ``verification`` entry, with ``eer`` and
+``min_dcf`` per feature source.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from cpcaudio.evaluate.sources import (
     resolve_model_source,
 )
 from cpcaudio.evaluate.tasks import get_task
+from cpcaudio.evaluate.verification import Trials, draw_trials, verification_result, verification_section
 from cpcaudio.progress import Progress, ProgressCallback, report
 
 REPORT_FORMAT = "cpcaudio-probe-report"
@@ -226,6 +231,9 @@ def run_probe(
         accuracy, confusion matrix, majority-class accuracy, counts and the chosen hyperparameters. A
         result with ``same_problem_as`` (``window-mean`` of features the ``window`` protocol already
         averages) repeats that protocol's fit: the samples are the same, so it is not fitted again.
+        For ``speaker`` also ``verification`` (:func:`~cpcaudio.evaluate.verification.verification_section`):
+        the embedding, scoring, trial and cost rules, the trial counts, and per feature source ``eer``
+        and ``min_dcf`` (None without same- and different-speaker trials) with the DET curve.
 
     Raises:
         UsageError: bad task, layer, baseline or device names, or more than one model given.
@@ -266,9 +274,17 @@ def run_probe(
     )
     label_names = probe_task.label_names(dataset)
     results = []
+    trials: Optional[Trials] = None  # drawn once: the same trials score every source
+    verification: list[dict[str, Any]] = []
     for source in sources:
         fitted: dict[str, dict[str, Any]] = {}
-        for problem in probe_task.build_problems(source, inputs):
+        problems, embeddings = probe_task.build_problems_and_embeddings(source, inputs)
+        if embeddings is not None:
+            if trials is None:
+                trials = draw_trials(test, inputs.labels_of(test), seed)
+            verification.append(verification_result(source.name, embeddings, trials))
+            del embeddings
+        for problem in problems:
             if problem.same_as is not None:  # the very samples of an earlier protocol: its fit, not a second one
                 results.append(_same_problem_result(fitted[problem.same_as], problem.protocol.name))
                 continue
@@ -306,6 +322,8 @@ def run_probe(
         },
         "results": results,
     }
+    if trials is not None:
+        probe_report["verification"] = verification_section(trials, verification, dataset.utterance_ids)
     if out is not None:
         from cpcaudio.report.tables import write_report
 

@@ -5,7 +5,9 @@ display needed):
   with the majority-class accuracy as a dashed line (hatched bars repeat another protocol's fit on the
   same samples, ``same_problem_as``);
 * ``confusion_<protocol>.png``: the model's confusion matrix per protocol, rows normalised to recall (none
-  for a protocol that repeats another's fit, ``same_problem_as``: that protocol's matrix is the one).
+  for a protocol that repeats another's fit, ``same_problem_as``: that protocol's matrix is the one);
+* ``det.png`` (speaker task): the DET curve of the verification trials, one curve per feature source,
+  false-rejection against false-acceptance rate on normal-deviate axes, each source's EER marked.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from cpcaudio.evaluate.verification import verification_of
 from cpcaudio.report.html import save_figure
 from cpcaudio.report.tables import percent, protocols as report_protocols
 
 DPI = 120
+COLORS = ["tab:red", "tab:blue", "tab:green", "tab:gray", "tab:purple", "tab:orange"]
+DET_TICKS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95)  # error rates on the DET axes
+DET_CLIP = 0.0005  # error rates of 0 (or 1) drawn at this distance from the edge (the normal deviate is infinite)
 
 
 def _accuracy_figure(report: dict[str, Any]) -> Any:
@@ -29,7 +35,7 @@ def _accuracy_figure(report: dict[str, Any]) -> Any:
     figure = Figure(figsize=(max(4.0, 1.6 * len(protocols) * max(1, len(features)) / 2 + 2), 3.6))
     axes = figure.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(features))
-    colors = ["tab:red", "tab:blue", "tab:green", "tab:gray", "tab:purple", "tab:orange"]
+    colors = COLORS
     repeated = False
     for k, name in enumerate(features):
         values, same = [], []
@@ -79,8 +85,46 @@ def _confusion_figure(result: dict[str, Any], title: str) -> Any:
     return figure
 
 
+def _normal_deviate(rates: Any) -> np.ndarray:
+    """Probit of error rates (the DET axes), clipped to [DET_CLIP, 1 - DET_CLIP]."""
+    from statistics import NormalDist
+
+    clipped = np.clip(np.asarray(rates, dtype=np.float64), DET_CLIP, 1.0 - DET_CLIP)
+    return np.array([NormalDist().inv_cdf(float(p)) for p in clipped.ravel()]).reshape(clipped.shape)
+
+
+def _det_figure(section: dict[str, Any], title: str) -> Any:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.0, 4.6))
+    axes = figure.add_subplot(1, 1, 1)
+    for k, row in enumerate(r for r in section["results"] if r.get("det")):
+        color = COLORS[k % len(COLORS)]
+        far, frr = row["det"]["false_alarm"], row["det"]["miss"]
+        axes.plot(_normal_deviate(far), _normal_deviate(frr), color=color,
+                  label=f"{row['features']} (EER {percent(row['eer'])}, minDCF {row['min_dcf']:.3f})")
+        eer = _normal_deviate(row["eer"])
+        axes.plot([eer], [eer], "o", color=color, markersize=4)
+    limits = _normal_deviate([DET_TICKS[0], DET_TICKS[-1]])
+    axes.plot(limits, limits, color="black", linestyle="dashed", linewidth=0.8)  # FAR = FRR
+    ticks = _normal_deviate(DET_TICKS)
+    labels = [f"{100 * p:g}" for p in DET_TICKS]
+    axes.set_xticks(ticks, labels, fontsize=7)
+    axes.set_yticks(ticks, labels, fontsize=7)
+    axes.set_xlim(*limits)
+    axes.set_ylim(*limits)
+    axes.set_xlabel("false acceptance rate (%)")
+    axes.set_ylabel("false rejection rate (%)")
+    axes.set_title(title, fontsize=9)
+    axes.grid(True, linewidth=0.3)
+    axes.legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    return figure
+
+
 def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
-    """Write ``accuracy.png`` and the model's ``confusion_<protocol>.png`` into the directory ``out``.
+    """Write ``accuracy.png``, the model's ``confusion_<protocol>.png`` and, when the report has
+    verification results with an EER, ``det.png`` into the directory ``out``.
 
     Returns:
         The paths written.
@@ -92,4 +136,9 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
         path = out / f"confusion_{result['protocol']}.png"
         title = f"model, {report['task']} / {result['protocol']}: accuracy {percent(result['accuracy'])}"
         written.append(save_figure(_confusion_figure(result, title), path, dpi=DPI))
+    section = verification_of(report)
+    if section is not None:
+        trials = section["trials"]
+        title = f"speaker verification (cosine): {trials['target']} target / {trials['nontarget']} non-target trials"
+        written.append(save_figure(_det_figure(section, title), out / "det.png", dpi=DPI))
     return written

@@ -79,11 +79,44 @@ def markdown_table(report: dict[str, Any]) -> str:
         excluded = {k: v for k, v in rows[0]["counts"].get("excluded", {}).items() if v}
         if excluded:
             lines.append(f"Left out of the test: {excluded}.")
+    if report.get("verification"):
+        lines += verification_lines(report["verification"])
     return "\n".join(lines) + "\n"
 
 
+def verification_lines(section: dict[str, Any]) -> list[str]:
+    """The speaker-verification section of ``results.md``: EER and minDCF of every feature source."""
+    cost = section["min_dcf"]
+    trials = section["trials"]
+    lines = [
+        "",
+        "## verification: cosine scores of utterance embeddings (no training)",
+        "",
+        f"| features | EER | minDCF (P_target {cost['p_target']:g}) | target / non-target trials | "
+        "mean score target / non-target |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in section["results"]:
+        dcf = "n/a" if row["min_dcf"] is None else f"{row['min_dcf']:.3f}"
+        means = (f"{row['mean_target_score']:.3f} / {row['mean_nontarget_score']:.3f}"
+                 if "mean_target_score" in row else "n/a")
+        lines.append(
+            f"| {row['features']} | {percent(row['eer'])} | {dcf} | {row['target_trials']} / "
+            f"{row['nontarget_trials']} | {means} |"
+        )
+    lines += [
+        "",
+        f"Embedding: {section['embedding']}. Score: {section['scoring']}. Trials: {trials['note']}; "
+        f"{trials['rule']} (seed {trials['seed']}). EER: {section['eer']}. minDCF: "
+        f"C_miss {cost['c_miss']:g}, C_fa {cost['c_fa']:g}, normalised by the best trivial system (1.0: no better "
+        "than accepting or rejecting every trial).",
+    ]
+    return lines
+
+
 def write_report(report: dict[str, Any], out: PathLike) -> list[Path]:
-    """Write ``results.json``, ``results.md``, ``accuracy.png`` and ``confusion_<protocol>.png`` into ``out``.
+    """Write ``results.json``, ``results.md``, ``accuracy.png``, ``confusion_<protocol>.png`` and (speaker
+    verification) ``det.png`` into ``out``.
 
     Args:
         report: the dict returned by :func:`cpcaudio.evaluate.run_probe`.

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from cpcaudio.config import CPCConfig
+    from cpcaudio.evaluate.verification import UtteranceEmbeddings
 
 
 class ProbeTask(abc.ABC):
@@ -61,6 +62,14 @@ class ProbeTask(abc.ABC):
     @abc.abstractmethod
     def build_problems(self, source: FeatureSource, inputs: ProbeInputs) -> list[ProbeProblem]:
         """Compute ``source``'s features once and turn them into one problem per protocol."""
+
+    def build_problems_and_embeddings(
+        self, source: FeatureSource, inputs: ProbeInputs
+    ) -> tuple[list[ProbeProblem], Optional[UtteranceEmbeddings]]:
+        """:meth:`build_problems`, plus the test utterances' embeddings for speaker verification
+        (:mod:`cpcaudio.evaluate.verification`) from the same features; None (the default): the task
+        scores no verification trials. ``run_probe`` calls this one."""
+        return self.build_problems(source, inputs), None
 
     def label_names(self, dataset: Any) -> Optional[list[str]]:
         """Display names of integer labels (the phone symbols of frame labels); None: the labels are names."""

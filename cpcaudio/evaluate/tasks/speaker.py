@@ -4,7 +4,10 @@ CPC_audio): the utterance is cut into consecutive non-overlapping windows of the
 and its vector is the last context frame (``--layer context``) or the mean over the window's frames
 (encoder features and the MFCC/log-mel baselines). ``window-mean`` (SUPERB's speaker-ID pooling): the
 same windows, each vector the mean over the window's frames; for the sources whose window vector already
-is that mean it is the same problem as ``window``, fitted once and reported under both."""
+is that mean it is the same problem as ``window``, fitted once and reported under both.
+
+The same utterance features also give the test utterances' embeddings for speaker verification
+(:mod:`cpcaudio.evaluate.verification`: cosine scores, EER, minDCF; no training)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from cpcaudio.evaluate.problems import (
 )
 from cpcaudio.evaluate.sources import FeatureSource
 from cpcaudio.evaluate.tasks.base import ProbeTask
+from cpcaudio.evaluate.verification import UtteranceEmbeddings, utterance_embeddings
 
 
 class SpeakerTask(ProbeTask):
@@ -44,9 +48,15 @@ class SpeakerTask(ProbeTask):
         return len(train) >= 2 and bool(train & test)
 
     def build_problems(self, source: FeatureSource, inputs: ProbeInputs) -> list[ProbeProblem]:
+        return self.build_problems_and_embeddings(source, inputs)[0]
+
+    def build_problems_and_embeddings(
+        self, source: FeatureSource, inputs: ProbeInputs
+    ) -> tuple[list[ProbeProblem], Optional[UtteranceEmbeddings]]:
         dataset = inputs.dataset
         utterances = inputs.utterances
         frames = inputs.utterance_frames(source)
+        embeddings = utterance_embeddings(frames, source.utterance_pooling, inputs)
         problems = [utterance_problem(UTTERANCE, frames, source.utterance_pooling, inputs)]
         del frames  # the windows' frames replace them
         windows = [
@@ -65,4 +75,4 @@ class SpeakerTask(ProbeTask):
             window_mean = same_problem(window, WINDOW_MEAN)
         else:
             window_mean = pooled_problem(WINDOW_MEAN, window_frames, "mean", labels, window_index, is_train)
-        return problems + [window, window_mean]
+        return problems + [window, window_mean], embeddings
