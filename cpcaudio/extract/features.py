@@ -103,6 +103,8 @@ def encode_padded(model: "CPCModel", signal: torch.Tensor, lengths: Optional[tor
     config = encoder.config
     x = _zero_beyond(signal, lengths)
     steps = layer_lengths(lengths, config.kernel_sizes, config.strides, encoder.paddings)  # (B,) per layer
+    if encoder.runs_time_major(x):
+        return encoder.forward_time_major(x, valid_steps=steps)  # (B, T, C)
     for layer, valid in zip(encoder.layers, steps):
         x = _zero_beyond(layer(x), valid)  # (B, hidden, layer steps)
     return x.transpose(1, 2)  # (B, T, C)

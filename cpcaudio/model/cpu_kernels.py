@@ -69,7 +69,8 @@ def _compiling() -> bool:
     return bool(is_compiling())
 
 
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x @ weight.T + bias`` by oneDNN (float32 CPU tensors; check :func:`onednn_available` first)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
@@ -86,7 +87,7 @@ def onednn_available() -> bool:
                 bias = torch.randn(33, generator=generator)
                 expected = torch.addmm(bias, x, weight.t())
                 with torch.no_grad():
-                    _ONEDNN_STATUS = bool(torch.allclose(_onednn_linear(x, weight, bias), expected, atol=1e-4))
+                    _ONEDNN_STATUS = bool(torch.allclose(onednn_linear(x, weight, bias), expected, atol=1e-4))
             except Exception:  # op missing in this build, or renamed in a later PyTorch: use F.linear
                 _ONEDNN_STATUS = False
     return _ONEDNN_STATUS
@@ -99,16 +100,16 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _onednn_linear(x, weight.contiguous(), bias)  # (M, N)
+        return onednn_linear(x, weight.contiguous(), bias)  # (M, N)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         x, weight = ctx.saved_tensors
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = _onednn_linear(grad, _transposed(weight), None)  # (M, N) @ (N, K) -> (M, K)
+            grad_x = onednn_linear(grad, _transposed(weight), None)  # (M, N) @ (N, K) -> (M, K)
         if ctx.needs_input_grad[1]:
-            grad_weight = _onednn_linear(grad.t(), _transposed(x), None)  # (N, M) @ (M, K) -> (N, K)
+            grad_weight = onednn_linear(grad.t(), _transposed(x), None)  # (N, M) @ (M, K) -> (N, K)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
         return grad_x, grad_weight, grad_bias

@@ -9,7 +9,8 @@ from torch import nn
 
 from cpcaudio.config import EncoderConfig
 from cpcaudio.geometry import FrameGeometry, frame_geometry, num_frames
-from cpcaudio.model.cpu_kernels import channel_norm, conv1d
+from cpcaudio.model.cpu_kernels import channel_norm, conv1d, cpu_autocast_enabled, fast_paths_enabled
+from cpcaudio.model.gemm_conv import choose_method, gemm_conv1d
 
 
 class ChannelNorm(nn.Module):
@@ -31,12 +32,22 @@ class ChannelNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (batch, channels, time). Returns: the same shape, normalised over channels."""
+        weight, bias, eps = self._affine()
+        return channel_norm(x, weight, bias, eps)
+
+    def forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (batch, time, channels). Returns: the same shape, normalised over channels."""
+        weight, bias, eps = self._affine()
+        return nn.functional.layer_norm(x, weight.shape, weight, bias, eps)
+
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(scale, shift, eps) of the biased norm that computes this one. Unbiased:
+        (x - m) / sqrt(v * C / (C - 1) + eps) = sqrt(r) * (x - m) / sqrt(v + eps * r), r = (C - 1) / C."""
         if not self.unbiased:
-            return channel_norm(x, self.weight, self.bias, self.eps)
-        # (x - m) / sqrt(v * C / (C - 1) + eps) = sqrt(r) * (x - m) / sqrt(v + eps * r), r = (C - 1) / C
+            return self.weight, self.bias, self.eps
         channels = self.weight.shape[0]
         shrink = (channels - 1) / channels
-        return channel_norm(x, self.weight * shrink**0.5, self.bias, self.eps * shrink)
+        return self.weight * shrink**0.5, self.bias, self.eps * shrink
 
 
 def make_norm(kind: str, num_channels: int) -> nn.Module:
@@ -74,6 +85,17 @@ class ConvLayerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (batch, in_channels, time). Returns: (batch, out_channels, out_time)."""
         return self.activation(self.norm(conv1d(x, self.conv)))
+
+    def forward_time_major(self, x: torch.Tensor, channels_first: bool = False) -> torch.Tensor:
+        """The same layer on time-major activations, the convolution as one matrix product
+        (:func:`~cpcaudio.model.gemm_conv.gemm_conv1d`). Args: x (batch, time, in_channels), or
+        (batch, in_channels, time) with ``channels_first``. Returns: (batch, out_time, out_channels)."""
+        y = gemm_conv1d(x, self.conv, channels_first)  # (B, T, C), contiguous
+        if isinstance(self.norm, nn.BatchNorm1d):  # statistics over (batch, time) as on (B, C, T)
+            y = self.norm(y.view(-1, y.shape[-1])).view_as(y)
+        elif isinstance(self.norm, ChannelNorm):
+            y = self.norm.forward_time_major(y)
+        return self.activation(y)
 
 
 class ConvEncoder(nn.Module):
@@ -117,10 +139,59 @@ class ConvEncoder(nn.Module):
             raise ValueError(
                 f"encoder expects (batch, {self.config.in_channels}, time), got {tuple(signal.shape)}"
             )
-        x = signal
-        for layer in self.layers:
-            x = layer(x)
+        if self.runs_time_major(signal):
+            x = self.forward_time_major(signal).transpose(1, 2)  # (B, C, T), a view of time-major latents
+        else:
+            x = signal
+            for layer in self.layers:
+                x = layer(x)
         if lengths is None:
             return x, None
         frame_lengths = self.frame_lengths(lengths.to(x.device)).clamp(max=x.shape[-1])
         return x, frame_lengths
+
+    def runs_time_major(self, signal: torch.Tensor) -> bool:
+        """Whether :meth:`forward` takes the time-major path for ``signal``: on CPU in float32 with the
+        fast paths on (:func:`~cpcaudio.model.cpu_kernels.fast_paths`), outside autocast, and with a
+        normalisation that has a time-major form (all but ``layer``). Elsewhere (GPUs: cuDNN's
+        convolutions are fast) every layer runs ``nn.Conv1d`` on (batch, channels, time)."""
+        return (
+            signal.device.type == "cpu"
+            and signal.dtype == torch.float32
+            and fast_paths_enabled()
+            and not cpu_autocast_enabled()
+            and self.config.normalization in TIME_MAJOR_NORMS
+        )
+
+    def forward_time_major(
+        self, signal: torch.Tensor, valid_steps: Optional[list[torch.Tensor]] = None
+    ) -> torch.Tensor:
+        """Encode with every layer on time-major activations (see :meth:`ConvLayerBlock.forward_time_major`).
+
+        Args:
+            signal: (batch, channels, time).
+            valid_steps: None, or per layer (batch,) valid output steps: each layer's output is zeroed
+                beyond them (a padded batch encoded as each sequence alone, see
+                :func:`cpcaudio.extract.features.encode_padded`).
+
+        Returns:
+            latents (batch, frames, hidden_dim), contiguous.
+        """
+        x, time_major = signal, False  # (B, Cin, L)
+        for index, layer in enumerate(self.layers):
+            conv = layer.conv
+            if not time_major and choose_method(conv.in_channels, conv.out_channels, *conv.kernel_size, *conv.stride) == "frames":
+                x = layer(x)  # a short input window: framed product, norm and ReLU on (B, C, T) (cheaper)
+                axis = 2
+            else:  # (the first such layer transposes channels-first input in its padding copy)
+                x, time_major = layer.forward_time_major(x, channels_first=not time_major), True  # (B, T, C)
+                axis = 1
+            if valid_steps is not None:
+                shape = [1, 1, 1]
+                shape[axis] = -1
+                keep = torch.arange(x.shape[axis], device=x.device).view(shape) < valid_steps[index].view(-1, 1, 1)
+                x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        return x if time_major else x.transpose(1, 2).contiguous()
+
+
+TIME_MAJOR_NORMS = ("batch", "channel", "channel-unbiased", "none")  # the norms ConvLayerBlock runs time-major
