@@ -16,18 +16,22 @@ the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args, get_origin
+from typing import Any, Literal, Optional
 
 import yaml
 
+from cpcaudio.config_parsing import all_keys as _all_keys
+from cpcaudio.config_parsing import build_dataclass as _build
+from cpcaudio.config_parsing import parse_assignment as _parse_assignment
+from cpcaudio.config_parsing import parse_problem as _parse_problem
+from cpcaudio.config_parsing import suggest as _suggest
+from cpcaudio.config_parsing import to_plain as _to_plain
 from cpcaudio.errors import ConfigError
 from cpcaudio.geometry import default_paddings
 
@@ -41,6 +45,10 @@ ShortUtterances = Literal["pad", "skip"]
 Schedule = Literal["constant", "cosine", "step"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 AugmentTarget = Literal["past", "both"]
+UtteranceLoss = Literal["none", "nt-xent", "triplet", "margin"]  # cpcaudio.model.contrastive.UTTERANCE_LOSSES
+UtteranceViews = Literal["crop", "augment", "channels"]
+UtterancePooling = Literal["mean", "last"]
+TripletNegative = Literal["hardest", "random"]
 
 
 @dataclass
@@ -107,11 +115,23 @@ class PredictorConfig:
     head_attention_heads: int = 8  # attention heads per step; must divide encoder.hidden_dim
     head_feedforward_dim: int = 2048  # width of the feed-forward layer
     head_dropout: float = 0.1  # dropout of the attention weights and the feed-forward hidden layer (training)
+    # MoCo-style queue of extra negatives (cpcaudio.model.queue):
+    queue_size: int = 0  # latents of earlier batches kept as extra negatives (momentum encoder's); 0: off
+    momentum: float = 0.999  # momentum encoder update: theta_k <- m * theta_k + (1 - m) * theta_q per step
+    queue_negatives: int = 0  # queue entries scored per (sequence, time, step), drawn uniformly; 0: all of them
 
     def validate(self) -> None:
         _positive(self, "num_steps", "num_negatives", "head_hidden_dim", "head_attention_heads", "head_feedforward_dim")
         if not 0.0 <= self.head_dropout < 1.0:  # (NaN fails too)
             raise ConfigError(f"predictor.head_dropout must be in [0, 1), got {self.head_dropout}; e.g. 0.1")
+        _non_negative(self, "queue_size", "queue_negatives")
+        if not 0.0 <= self.momentum <= 1.0:  # (NaN fails too)
+            raise ConfigError(f"predictor.momentum must be in [0, 1], got {self.momentum}; e.g. 0.999 (the default)")
+        if self.queue_negatives > self.queue_size:
+            raise ConfigError(
+                f"predictor.queue_negatives={self.queue_negatives} exceeds predictor.queue_size={self.queue_size}; "
+                "draw at most the queue's size, or set predictor.queue_negatives=0 (score the whole queue)"
+            )
 
 
 @dataclass
@@ -217,6 +237,72 @@ class AugmentConfig:
 
 
 @dataclass
+class UtteranceConfig:
+    """An utterance-level contrastive objective beside CPC's InfoNCE, or alone; see cpcaudio.model.utterance.
+
+    Two views of every training window are pooled into one vector each, projected, and contrasted across
+    the batch (:mod:`cpcaudio.model.contrastive`). The loss trained is InfoNCE (when ``cpc``) plus
+    ``weight`` times this loss. With ``loss: none`` (the default) every other key is ignored.
+    """
+
+    loss: UtteranceLoss = "none"  # none: off; nt-xent (SimCLR), triplet, or margin (pairwise contrastive)
+    weight: float = 1.0  # factor of the utterance loss in the total loss
+    cpc: bool = True  # also train CPC's InfoNCE; false: the utterance loss alone (no prediction heads)
+    views: UtteranceViews = "crop"  # crop: 2 windows of one utterance; augment: 2 augmentations; channels
+    pooling: UtterancePooling = "mean"  # context frames -> one vector: mean of the valid ones, or the last
+    projection_dim: int = 128  # output of the projection MLP (hidden width = its input's); 0: no projection
+    temperature: float = 0.1  # nt-xent: cosine similarities are divided by it
+    margin: float = 1.0  # triplet and margin: distance margin (distances of unit vectors lie in [0, 2])
+    triplet_negative: TripletNegative = "hardest"  # triplet: the closest other window, or a random one
+    channel_groups: tuple[tuple[int, ...], ...] = ()  # views=channels: each group's input channels (own encoder)
+
+    def validate(self) -> None:
+        if self.loss == "none":
+            return
+        _positive(self, "weight", "temperature", "margin")
+        _non_negative(self, "projection_dim")
+        groups = [channel for group in self.channel_groups for channel in group]
+        if self.views != "channels":
+            if groups:
+                raise ConfigError(
+                    f"utterance.channel_groups is only read with utterance.views=channels (views={self.views})"
+                )
+            return
+        if len(self.channel_groups) < 2 or any(len(group) == 0 for group in self.channel_groups):
+            raise ConfigError(
+                "utterance.views=channels needs >= 2 non-empty utterance.channel_groups, e.g. [[0,1,2],[3,4,5]]"
+            )
+        if min(groups) < 0 or len(set(groups)) != len(groups):
+            raise ConfigError(
+                f"utterance.channel_groups must hold distinct channel indices >= 0, got {_plain_groups(self)}"
+            )
+
+    def check_with(self, config: CPCConfig) -> None:
+        """The checks across sections (the channel indices are checked by the model, once the data set them)."""
+        if self.loss == "none":
+            return
+        if config.data.batch_size < 2:
+            raise ConfigError("utterance.loss contrasts the windows of a batch: set data.batch_size >= 2")
+        if self.views == "augment" and not config.augment.enabled:
+            raise ConfigError(
+                "utterance.views=augment draws its views with the augment section: set augment.enabled=true"
+            )
+        if self.views != "channels":
+            return
+        count = len(self.channel_groups)
+        widths = {"encoder.hidden_dim": config.encoder.hidden_dim, "context.hidden_dim": config.context.hidden_dim}
+        for key, width in widths.items():
+            if width % count:
+                raise ConfigError(
+                    f"{key}={width} is shared out among the {count} channel groups: make it a multiple of {count}"
+                )
+
+
+def _plain_groups(section: UtteranceConfig) -> str:
+    return "[" + ", ".join("[" + ", ".join(map(str, group)) + "]" for group in section.channel_groups) + "]"
+
+
+@dataclass
 class CPCConfig:
     """Everything needed to rebuild and retrain a CPC model; saved in every checkpoint."""
 
@@ -227,11 +313,13 @@ class CPCConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    utterance: UtteranceConfig = field(default_factory=UtteranceConfig)
 
     def validate(self) -> CPCConfig:
         """Check every section; raise :class:`ConfigError` naming the bad key. Returns ``self``."""
         for section in dataclasses.fields(self):
             getattr(self, section.name).validate()
+        self.utterance.check_with(self)
         return self
 
     # ---- (de)serialisation -------------------------------------------------------------------------
@@ -383,112 +471,9 @@ _SECTION_NAMES = {
     DataConfig: "data",
     TrainConfig: "train",
     AugmentConfig: "augment",
+    UtteranceConfig: "utterance",
 }
 
 
 def _section_name(section: Any) -> str:
     return _SECTION_NAMES.get(type(section), type(section).__name__)
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-def _all_keys(data: Mapping[str, Any]) -> list[str]:
-    return [f"{s}.{k}" for s, fields_ in data.items() if isinstance(fields_, dict) for k in fields_]
-
-
-def _suggest(key: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _parse_problem(error: Exception) -> str:
-    """One line for a YAML/JSON parse error: what went wrong and where (line, column)."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or getattr(error, "msg", None) or str(error).splitlines()[0]
-    if mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    line = getattr(error, "lineno", None)
-    return f"{problem} at line {line}, column {getattr(error, 'colno', '?')}" if line else str(problem)
-
-
-def _parse_assignment(assignment: str) -> tuple[str, Any]:
-    if "=" not in assignment:
-        raise ConfigError(f"override '{assignment}' must look like section.key=value, e.g. context.hidden_dim=128")
-    key, raw = assignment.split("=", 1)
-    key = key.strip()
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in known]
-    if unknown:
-        key = f"{prefix}{unknown[0]}"
-        allowed = ", ".join(known)
-        candidates = [f"{prefix}{name}" for name in known]
-        raise ConfigError(f"unknown config key '{key}'; allowed here: {allowed}{_suggest(key, candidates)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
-    return cls(**kwargs)
-
-
-def _coerce(annotation: Any, value: Any, key: str) -> Any:
-    """Check ``value`` against ``annotation`` and convert lists to tuples; raise ConfigError if wrong."""
-    if dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, prefix=f"{key}.")
-    origin = get_origin(annotation)
-    args = get_args(annotation)
-    if origin is typing.Union:  # Optional[X]
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, e.g. [{', '.join('1' for _ in args[:2])}]; got {value!r}")
-        item_type = args[0]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(item_type, v, key) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{key} must have {len(args)} entries; got {len(value)}")
-        return tuple(_coerce(a, v, key) for a, v in zip(args, value))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false; got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer; got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number; got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string; got {value!r}")
-        return value
-    raise TypeError(f"unsupported config annotation {annotation!r} for {key}")  # internal bug

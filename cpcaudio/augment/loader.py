@@ -10,7 +10,8 @@ resumes at the first batch the step has not used.
 
 With ``augment.target = past`` a batch carries the clean windows in ``signal`` (the targets and negatives)
 and the augmented ones in ``context_signal`` (the context network's input); with ``both`` the augmented
-windows replace ``signal``.
+windows replace ``signal``. An utterance loss with ``utterance.views`` crop or augment adds the second view
+(``view_signal``, ``view_lengths``; :mod:`cpcaudio.augment.views`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cpcaudio.augment.chain import AugmentationChain
+from cpcaudio.augment.views import SecondView, training_view
 from cpcaudio.config import CPCConfig
 from cpcaudio.data.sampler import WindowBatch, WindowSampler
 from cpcaudio.errors import CPCAudioError
@@ -31,14 +33,18 @@ from cpcaudio.errors import CPCAudioError
 
 @dataclass
 class BatchMaker:
-    """Makes batch ``step``: the sampler's windows, augmented by ``chain`` (None: not augmented)."""
+    """Makes batch ``step``: the sampler's windows, augmented by ``chain`` (None: not augmented), with
+    their second ``view`` (None: none)."""
 
     sampler: WindowSampler
     chain: Optional[AugmentationChain] = None
     target: str = "past"
+    view: Optional[SecondView] = None
 
     def __call__(self, step: int) -> WindowBatch:
         batch = self.sampler.batch(step)
+        if self.view is not None:
+            batch = self.view(batch)  # (made from the windows before their augmentation)
         if self.chain is None:
             return batch
         augmented = self.chain.augment(batch, self.sampler.seed, self.sampler.rank)  # (B, C, window)
@@ -87,6 +93,7 @@ class TrainingBatches:
         target: ``past`` or ``both`` (see the module docstring).
         num_workers: loader processes; 0 makes batches in this process.
         pin_memory: hand batches over in page-locked memory (for CUDA; workers only).
+        view: the second view of every window (for the utterance loss), or None.
     """
 
     def __init__(
@@ -96,9 +103,10 @@ class TrainingBatches:
         target: str = "past",
         num_workers: int = 0,
         pin_memory: bool = False,
+        view: Optional[SecondView] = None,
     ) -> None:
         self.sampler = sampler
-        self.maker = BatchMaker(sampler, chain if chain is not None and chain.active else None, target)
+        self.maker = BatchMaker(sampler, chain if chain is not None and chain.active else None, target, view)
         self.num_workers = int(num_workers)
         self._loader: Optional[Iterator[Any]] = None
         if self.num_workers > 0:
@@ -145,8 +153,8 @@ class TrainingBatches:
 def training_batches(
     sampler: WindowSampler, config: CPCConfig, sample_rate: int, device: Optional[torch.device] = None
 ) -> TrainingBatches:
-    """The training run's batch stream: ``config.augment`` (when enabled) in ``config.data.num_workers``
-    worker processes.
+    """The training run's batch stream: ``config.augment`` (when enabled) and the utterance loss's second
+    view (when it needs one) in ``config.data.num_workers`` worker processes.
 
     Args:
         sampler: this rank's training sampler, at the step to continue from.
@@ -159,4 +167,5 @@ def training_batches(
     """
     chain = AugmentationChain(config.augment, sample_rate) if config.augment.enabled else None
     pin = device is not None and device.type == "cuda"
-    return TrainingBatches(sampler, chain, config.augment.target, config.data.num_workers, pin_memory=pin)
+    view = training_view(sampler, config, chain)
+    return TrainingBatches(sampler, chain, config.augment.target, config.data.num_workers, pin_memory=pin, view=view)

@@ -54,6 +54,9 @@ class WindowBatch:
         context_signal: float32 ``(batch, channels, window)`` or ``None``: with ``augment.target = past``,
             the augmented windows that only the context network sees (``signal`` stays clean and gives
             the targets and negatives); see :mod:`cpcaudio.augment`.
+        view_signal: float32 ``(batch, channels, window)`` or ``None``: the second view of every window for
+            the utterance loss (``utterance.views`` crop or augment; :mod:`cpcaudio.augment.views`).
+        view_lengths: int64 ``(batch,)`` valid samples of ``view_signal``, or ``None``.
     """
 
     signal: torch.Tensor
@@ -64,6 +67,8 @@ class WindowBatch:
     frame_labels: Optional[torch.Tensor]
     step: int
     context_signal: Optional[torch.Tensor] = None
+    view_signal: Optional[torch.Tensor] = None
+    view_lengths: Optional[torch.Tensor] = None
 
     @property
     def mask(self) -> torch.Tensor:
@@ -81,6 +86,14 @@ class WindowBatch:
         move = lambda t: t.to(device, non_blocking=True) if t is not None else None  # noqa: E731
         return move(self.signal), move(self.lengths), move(self.context_signal)
 
+    def view_inputs(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """``{"view_signal", "view_lengths"}`` on ``device`` (non-blocking), the keyword arguments of
+        :meth:`cpcaudio.model.CPCModel.forward` for the second view; empty when the batch has none."""
+        if self.view_signal is None:
+            return {}
+        view = {"view_signal": self.view_signal, "view_lengths": self.view_lengths}
+        return {name: t.to(device, non_blocking=True) for name, t in view.items() if t is not None}
+
     def pin_memory(self) -> "WindowBatch":
         """The same batch in page-locked memory (what ``DataLoader(pin_memory=True)`` calls)."""
         return self._map(lambda t: t.pin_memory())
@@ -90,6 +103,7 @@ class WindowBatch:
         return WindowBatch(
             move(self.signal), move(self.lengths), move(self.utterance_index), move(self.start),
             move(self.speaker), move(self.frame_labels), self.step, move(self.context_signal),
+            move(self.view_signal), move(self.view_lengths),
         )  # fmt: skip
 
 
@@ -188,7 +202,7 @@ class WindowSampler:
     def batch(self, step: int) -> WindowBatch:
         """Batch number ``step`` of the stream (does not move the stream)."""
         utterances, starts = self.positions(step)
-        return self._read(utterances, starts, step)
+        return self.read(utterances, starts, step)
 
     def positions(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """``(utterance indices, starts)`` of batch ``step``, each int64 ``(batch,)``."""
@@ -221,7 +235,8 @@ class WindowSampler:
         """Sequential mode: complete passes over the rank's windows before the next batch."""
         return (self.step * self.batch_size) // self.windows_per_epoch
 
-    def _read(self, utterances: np.ndarray, starts: np.ndarray, step: int) -> WindowBatch:
+    def read(self, utterances: np.ndarray, starts: np.ndarray, step: int) -> WindowBatch:
+        """The windows at ``starts`` (int64 ``(batch,)``) of ``utterances`` (``(batch,)``) as batch ``step``."""
         dataset, window = self.dataset, self.window_size
         signal = np.zeros((self.batch_size, dataset.num_channels, window), dtype=np.float32)
         valid = np.minimum(dataset.lengths[utterances] - starts, window)

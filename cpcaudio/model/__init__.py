@@ -1,6 +1,7 @@
 """CPC model components: encoder, context network, prediction heads, InfoNCE loss."""
 
 from cpcaudio.model.context import ContextNetwork
+from cpcaudio.model.contrastive import UTTERANCE_LOSSES, margin_loss, nt_xent_loss, triplet_loss
 from cpcaudio.model.cpc import CPCModel, CPCOutput
 from cpcaudio.model.encoder import ChannelNorm, ConvEncoder
 from cpcaudio.model.heads import PredictionHeads
@@ -20,4 +21,8 @@ __all__ = [
     "NEGATIVE_SAMPLERS",
     "register_negative_sampler",
     "valid_prediction_mask",
+    "UTTERANCE_LOSSES",
+    "nt_xent_loss",
+    "triplet_loss",
+    "margin_loss",
 ]

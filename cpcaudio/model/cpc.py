@@ -9,12 +9,14 @@ import torch
 from torch import nn
 
 from cpcaudio.config import CPCConfig
-from cpcaudio.model.context import ContextNetwork, RecurrentState
-from cpcaudio.model.encoder import ConvEncoder
+from cpcaudio.model.channel_groups import build_context_network, build_encoder
+from cpcaudio.model.context import RecurrentState
 from cpcaudio.model.heads import PredictionHeads
 from cpcaudio.model.input_norm import standardize
-from cpcaudio.model.loss import heads_info_nce
+from cpcaudio.model.loss import InfoNCEResult, heads_info_nce
 from cpcaudio.model.negatives import sample_negatives
+from cpcaudio.model.queue import MomentumQueue
+from cpcaudio.model.utterance import UtteranceObjective, utterance_views
 
 
 @dataclass
@@ -22,12 +24,18 @@ class CPCOutput:
     """What :meth:`CPCModel.forward` returns.
 
     Attributes:
-        loss: scalar InfoNCE loss (mean over valid (b, t, k)).
+        loss: scalar loss trained on: the InfoNCE loss (mean over valid (b, t, k); 0 with
+            ``utterance.cpc = false``) plus ``utterance.weight`` times ``utterance_loss`` when there is one.
         step_accuracy: (K,) accuracy of the positive against its negatives per step.
         step_loss: (K,) InfoNCE per step.
         latents: (batch, frames, encoder.hidden_dim) z of ``signal`` (the targets).
         context: (batch, frames, context.hidden_dim) c (of ``context_signal`` when one is given).
         frame_lengths: (batch,) valid frames per sequence.
+        utterance_loss: scalar utterance-level loss (config ``utterance``, unweighted), or None when the
+            model has none or the call gave no second view (see :mod:`cpcaudio.model.utterance`).
+        momentum_latents: (batch, frames, encoder.hidden_dim) the momentum encoder's z of ``signal`` (no
+            gradient; enqueued after the loss), or None outside training or without a queue
+            (``predictor.queue_size = 0``; see :mod:`cpcaudio.model.queue`).
     """
 
     loss: torch.Tensor
@@ -36,6 +44,8 @@ class CPCOutput:
     latents: torch.Tensor
     context: torch.Tensor
     frame_lengths: torch.Tensor
+    utterance_loss: Optional[torch.Tensor] = None
+    momentum_latents: Optional[torch.Tensor] = None
 
 
 class CPCModel(nn.Module):
@@ -50,12 +60,18 @@ class CPCModel(nn.Module):
     def __init__(self, config: Optional[CPCConfig] = None) -> None:
         super().__init__()
         self.config = (config or CPCConfig()).validate()
-        self.encoder = ConvEncoder(self.config.encoder)
-        self.context_network = ContextNetwork(self.config.encoder.hidden_dim, self.config.context)
+        self.encoder = build_encoder(self.config)  # one per channel group with utterance.views=channels
+        self.context_network = build_context_network(self.config)
         window_frames = self.encoder.num_frames(self.config.data.window_size)  # (transformer heads' positions)
-        self.heads = PredictionHeads(
-            self.config.context.hidden_dim, self.config.encoder.hidden_dim, self.config.predictor, window_frames
-        )
+        utterance = self.config.utterance
+        self.heads: Optional[PredictionHeads] = None  # none when the utterance loss is trained alone
+        if utterance.loss == "none" or utterance.cpc:
+            self.heads = PredictionHeads(
+                self.config.context.hidden_dim, self.config.encoder.hidden_dim, self.config.predictor, window_frames
+            )
+        self.utterance = UtteranceObjective(self.config) if utterance.loss != "none" else None
+        queue_size = self.config.predictor.queue_size  # a momentum encoder and its queue of negatives, or none
+        self.momentum = MomentumQueue(self.encoder, self.config) if queue_size > 0 else None
 
     # ---- geometry ----------------------------------------------------------------------------------
     @property
@@ -105,6 +121,12 @@ class CPCModel(nn.Module):
         context, _ = self.context_network(latents, state)
         return context
 
+    def momentum_update(self) -> None:
+        """After every optimiser step: move the momentum encoder's weights towards the encoder's,
+        theta_k <- m * theta_k + (1 - m) * theta_q (``predictor.momentum``); nothing without a queue."""
+        if self.momentum is not None:
+            self.momentum.update(self.encoder)
+
     def extract(
         self,
         signal: torch.Tensor,
@@ -128,6 +150,8 @@ class CPCModel(nn.Module):
         negative_indices: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
         context_signal: Optional[torch.Tensor] = None,
+        view_signal: Optional[torch.Tensor] = None,
+        view_lengths: Optional[torch.Tensor] = None,
     ) -> CPCOutput:
         """Encode, summarise, predict and score with InfoNCE.
 
@@ -142,9 +166,14 @@ class CPCModel(nn.Module):
                 (e.g. augmented, see :mod:`cpcaudio.augment`) that only the context network sees: the
                 encoder also encodes it and the context c_t summarises it, while the targets z_{t+k} and
                 the negatives stay those of ``signal``. Each of the two is encoded as a batch of its own.
+            view_signal: None, or (batch, channels, time') the second view of every window for the
+                utterance loss with ``utterance.views`` ``crop`` or ``augment`` (see
+                :mod:`cpcaudio.model.utterance`); encoded as a batch of its own. Not needed for ``channels``.
+            view_lengths: (batch,) valid samples of ``view_signal``, or None if all valid.
 
         Returns:
-            :class:`CPCOutput` with the loss, per-step accuracy and per-step loss.
+            :class:`CPCOutput` with the loss, per-step accuracy and per-step loss (NaN without InfoNCE,
+            ``utterance.cpc = false``), and the utterance loss.
         """
         signal = self.normalize_input(self._as_batch(signal), lengths)
         encoded, frame_lengths = self.encoder(signal, lengths)  # (B, C, T), (B,) or None
@@ -162,20 +191,37 @@ class CPCModel(nn.Module):
         if frame_lengths is None:
             frame_lengths = torch.full((batch,), frames, dtype=torch.long, device=latents.device)
         predictor = self.config.predictor
-        if negative_indices is None:
-            negative_indices = sample_negatives(
-                frame_lengths, frames, predictor.num_steps, predictor.num_negatives,
-                predictor.negative_sampling, generator=generator,
-            )
-        # The heads' predictions W_k c_t (B, T, K, C) scored against z, or through c for linear heads.
-        result = heads_info_nce(
-            self.heads, context, latents, negative_indices, frame_lengths, predictor.negative_sampling
-        )
+        momentum = self.momentum if self.training else None  # the MoCo queue: training forwards only
+        if self.heads is None:  # utterance.cpc = false: no InfoNCE
+            missing = torch.full((predictor.num_steps,), float("nan"), device=latents.device)
+            result = InfoNCEResult(latents.new_zeros(()), missing, missing, torch.zeros_like(missing))
+        else:
+            if negative_indices is None:
+                negative_indices = sample_negatives(
+                    frame_lengths, frames, predictor.num_steps, predictor.num_negatives,
+                    predictor.negative_sampling, generator=generator,
+                )
+            queue = None if momentum is None else momentum.negatives(batch, frames, predictor.num_steps, generator)
+            # The heads' predictions W_k c_t (B, T, K, C) scored against z, or through c for linear heads.
+            result = heads_info_nce(
+                self.heads, context, latents, negative_indices, frame_lengths, predictor.negative_sampling,
+                queue=queue,
+            )  # fmt: skip
+        loss, utterance_loss = result.loss, None
+        if self.utterance is not None:  # after the negatives: a random triplet negative draws from the generator
+            views = utterance_views(self, context, frame_lengths, view_signal, view_lengths)
+            if views is not None:
+                utterance_loss = self.utterance(*views, generator=generator)
+                loss = loss + self.config.utterance.weight * utterance_loss
+        # The batch's keys enter the queue after its loss: a batch never scores its own keys.
+        momentum_latents = None if momentum is None else momentum.push(signal, frame_lengths, generator)
         return CPCOutput(
-            loss=result.loss,
+            loss=loss,
             step_accuracy=result.step_accuracy,
             step_loss=result.step_loss,
             latents=latents,
             context=context,
             frame_lengths=frame_lengths,
+            utterance_loss=utterance_loss,
+            momentum_latents=momentum_latents,
         )

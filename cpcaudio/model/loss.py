@@ -34,6 +34,9 @@ For linear heads, :func:`info_nce_loss_linear` scores through the context: p . z
 latents with the heads' weights; every score then costs H + 1 instead of C multiply-adds (half for the
 paper's H = 256, C = 512) and the (B, T, K, C) predictions are never built. :func:`heads_info_nce`
 chooses it where it is cheaper. The (B, T, K, N, C) tensor of negative latents is never built on any path.
+
+With a MoCo queue (``predictor.queue_size > 0``, :mod:`cpcaudio.model.queue`) every path appends the scores
+of the queue entries to the (1 + N) candidates (``queue=``); without one (None) nothing changes.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import torch
 from cpcaudio.model.cpu_kernels import fast_paths_requested, linear
 from cpcaudio.model.heads import PredictionHeads
 from cpcaudio.model.negatives import NEGATIVE_SAMPLING_MODES, negative_sampler, sample_negatives  # noqa: F401
+from cpcaudio.model.queue import QueueNegatives, with_queue_scores
 from cpcaudio.model.sampled_scores import sampled_scores
 
 
@@ -220,6 +224,7 @@ def info_nce_loss(
     frame_lengths: Optional[torch.Tensor] = None,
     mode: str = "batch",
     path: Optional[str] = None,
+    queue: Optional[QueueNegatives] = None,
 ) -> InfoNCEResult:
     """InfoNCE over time steps (see the module docstring for every definition).
 
@@ -232,6 +237,7 @@ def info_nce_loss(
         mode: a registered negative-sampling mode (``cpcaudio.model.negatives``); must match how
             ``negative_indices`` were drawn (its pool decides how the ``pool`` path scores).
         path: ``pool``, ``sampled``, or None to choose by cost (:func:`choose_scoring_path`).
+        queue: latents of earlier batches scored as further negatives of every (b, t, k), or None.
 
     Returns:
         :class:`InfoNCEResult`. Computed in float32 even under autocast.
@@ -246,6 +252,8 @@ def info_nce_loss(
         queries = [step.reshape(batch * frames, dim) for step in predictions.unbind(2)]  # K x (B*T, C) views
         candidates = _candidates(negative_indices)
         logits = _score_steps(queries, [pool] * steps, candidates, negative_sampler(mode).pool, path)
+        if queue is not None:
+            logits = with_queue_scores(logits, queries, [queue.latents.float()] * steps, queue.indices)
         return _reduce(logits, frame_lengths)
 
 
@@ -258,6 +266,7 @@ def info_nce_loss_linear(
     frame_lengths: Optional[torch.Tensor] = None,
     mode: str = "batch",
     path: Optional[str] = None,
+    queue: Optional[QueueNegatives] = None,
 ) -> InfoNCEResult:
     """InfoNCE of linear heads ``p_{b,t,k} = W_k c_{b,t} + b_k``, scored through the context.
 
@@ -270,7 +279,8 @@ def info_nce_loss_linear(
             ``PredictionHeads.projection.weight``.
         bias: (K * C,) or None.
         latents: (batch, T, C).
-        negative_indices, frame_lengths, mode, path: as :func:`info_nce_loss`.
+        negative_indices, frame_lengths, mode, path, queue: as :func:`info_nce_loss` (the queue's keys
+            per step are ``[W_k^T q, b_k . q]``, like the latents').
 
     Returns:
         :class:`InfoNCEResult`, in float32 even under autocast.
@@ -293,6 +303,10 @@ def info_nce_loss_linear(
         keys = keys.view(batch * frames, steps, width).transpose(0, 1).contiguous()  # (K, B*T, D)
         candidates = _candidates(negative_indices)
         logits = _score_steps([query] * steps, keys.unbind(0), candidates, negative_sampler(mode).pool, path)
+        if queue is not None:
+            queue_keys = linear(queue.latents.float(), maps.reshape(steps * width, dim))  # (Q, K*D)
+            queue_keys = queue_keys.view(-1, steps, width).transpose(0, 1).contiguous()  # (K, Q, D)
+            logits = with_queue_scores(logits, [query] * steps, queue_keys.unbind(0), queue.indices)
         return _reduce(logits, frame_lengths)
 
 
@@ -304,6 +318,7 @@ def heads_info_nce(
     frame_lengths: Optional[torch.Tensor] = None,
     mode: str = "batch",
     path: Optional[str] = None,
+    queue: Optional[QueueNegatives] = None,
 ) -> InfoNCEResult:
     """InfoNCE of ``heads`` on ``context``: through the context where that is cheaper (linear heads with
     H + 1 < C, fast paths on; :func:`scoring_path` may force either), else the heads' predictions through
@@ -317,5 +332,5 @@ def heads_info_nce(
     cheaper = context.shape[-1] + 1 < latents.shape[-1] and fast_paths_requested()
     if maps is not None and (cheaper if _FORCED_THROUGH_CONTEXT is None else _FORCED_THROUGH_CONTEXT):
         weight, bias = maps
-        return info_nce_loss_linear(context, weight, bias, latents, negative_indices, frame_lengths, mode, path)
-    return info_nce_loss(heads(context), latents, negative_indices, frame_lengths, mode, path)
+        return info_nce_loss_linear(context, weight, bias, latents, negative_indices, frame_lengths, mode, path, queue)
+    return info_nce_loss(heads(context), latents, negative_indices, frame_lengths, mode, path, queue)

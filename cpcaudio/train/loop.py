@@ -69,7 +69,7 @@ from cpcaudio.train.guards import (
     interrupted_message,
     stop_request,
 )
-from cpcaudio.train.metrics import Interval, MetricsLog
+from cpcaudio.train.metrics import Interval, MetricsLog, log_interval
 from cpcaudio.train.optim import build_optimizer, build_scheduler
 from cpcaudio.train.resume import (
     DATASET_KEYS,
@@ -89,6 +89,7 @@ from cpcaudio.train.run_dir import (
     write_run_description,
 )
 from cpcaudio.train.seeding import RESHARD_STREAM, initial_model, negative_generator, negative_seed
+from cpcaudio.train.update import apply_update
 from cpcaudio.train.validation import validate
 
 PathLike = Union[str, os.PathLike]
@@ -309,7 +310,7 @@ class _Trainer:
                 saving = validated or step % checkpoint_every == 0 or bool(due) or bool(signum)
                 metrics: dict[str, Any] = {}
                 if logged:
-                    metrics = self._log_interval(interval, step, optimizer, summary, log)
+                    metrics = log_interval(interval, step, optimizer, context, summary, log)
                 if logged or saving or check_every_step:
                     self._check_health(health, step, model)
                 self._emit("step", step, metrics)
@@ -417,7 +418,8 @@ class _Trainer:
             synchronise = contextlib.nullcontext() if last_micro or self.ddp is None else self.ddp.no_sync()
             with synchronise:
                 with plan.autocast(device, autocast_dtype):
-                    output = network(signal_batch, lengths, generator=generator, context_signal=context_signal)
+                    views = batch.view_inputs(device)  # the utterance loss's second view, if any
+                    output = network(signal_batch, lengths, generator=generator, context_signal=context_signal, **views)
                 scaler.scale(output.loss / accumulate).backward()
             step_loss = step_loss + output.loss.detach().float()
             interval.add(output, batch.lengths, config.data.sample_rate, accumulate)
@@ -426,27 +428,8 @@ class _Trainer:
         max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).detach().float()
         interval.grad_norm += grad_norm
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        apply_update(model, optimizer, scheduler, scaler)  # optimiser, scaler, schedule, momentum encoder
         return step_loss, grad_norm
-
-    def _log_interval(
-        self,
-        interval: Interval,
-        step: int,
-        optimizer: torch.optim.Optimizer,
-        summary: TrainSummary,
-        log: Optional[MetricsLog],
-    ) -> dict[str, Any]:
-        """Reduce the interval's sums over ranks, write the ``train`` record (rank 0) and reset."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        record = interval.record(step, float(optimizer.param_groups[0]["lr"]), self.context)
-        summary.final_loss, summary.final_accuracy = record["loss"], record["accuracy"]
-        if log is not None:
-            log.write(record)
-        return record
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def _save(

@@ -2,8 +2,9 @@
 
 Each line of ``OUT/metrics.jsonl`` is one JSON object: ``{"kind": "train", "step", "loss", "accuracy"
 (per prediction step), "throughput", "lr", "grad_norm", "audio_seconds", "seconds"}`` for a logged step,
-``{"kind": "valid", "step", "loss", "accuracy", "positions", "best"}`` for a validation. TensorBoard gets
-the same numbers as ``train/*`` and ``valid/*`` scalars.
+``{"kind": "valid", "step", "loss", "accuracy", "positions", "best"}`` for a validation. With an utterance
+loss (config ``utterance``) both also hold ``utterance_loss`` (unweighted; ``loss`` is the total trained
+on). TensorBoard gets the same numbers as ``train/*`` and ``valid/*`` scalars.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class MetricsLog:
         self.writer.add_scalar(f"{prefix}/loss", record["loss"], step)
         for k, accuracy in enumerate(record["accuracy"], start=1):
             self.writer.add_scalar(f"{prefix}/accuracy_step{k}", accuracy, step)
-        for key in ("throughput", "lr", "grad_norm"):
+        for key in ("throughput", "lr", "grad_norm", "utterance_loss"):
             if key in record:
                 self.writer.add_scalar(f"{prefix}/{key}", record[key], step)
 
@@ -102,6 +103,8 @@ class Interval:
         self.correct = torch.zeros(self.num_steps, dtype=dtype, device=self.device)
         self.counts = torch.zeros(self.num_steps, dtype=dtype, device=self.device)
         self.grad_norm = torch.zeros((), dtype=torch.float32, device=self.device)
+        self.utterance_loss = torch.zeros((), dtype=dtype, device=self.device)
+        self.has_utterance_loss = False  # whether the outputs carry one (then the record does too)
         self.audio_seconds = 0.0
         self.seconds = 0.0
         self.steps = 0
@@ -119,6 +122,10 @@ class Interval:
         dtype = self.loss.dtype
         counts = step_counts(output, self.num_steps).to(dtype)
         self.loss += output.loss.detach().to(dtype) / accumulate
+        utterance_loss = getattr(output, "utterance_loss", None)
+        if utterance_loss is not None:
+            self.utterance_loss += utterance_loss.detach().to(dtype) / accumulate
+            self.has_utterance_loss = True
         self.correct += output.step_accuracy.detach().to(dtype).nan_to_num(0.0) * counts
         self.counts += counts
         seconds = float(lengths.sum()) / sample_rate
@@ -135,6 +142,7 @@ class Interval:
                 self.loss.view(1),
                 self.correct,
                 self.counts,
+                self.utterance_loss.view(1),
                 torch.tensor([self.audio_seconds], dtype=self.loss.dtype, device=self.device),
             ]
         )
@@ -146,6 +154,7 @@ class Interval:
             "loss": packed[0],
             "correct": packed[1 : 1 + k],
             "counts": packed[1 + k : 1 + 2 * k],
+            "utterance_loss": packed[1 + 2 * k],
             "audio_seconds": packed[-1],
         }
 
@@ -164,8 +173,40 @@ class Interval:
             "audio_seconds": float(sums["audio_seconds"]),
             "seconds": self.seconds,
         }
+        if self.has_utterance_loss:
+            record["utterance_loss"] = float(sums["utterance_loss"]) / (steps * context.world_size)
         self.reset()
         return record
+
+
+def log_interval(
+    interval: Interval,
+    step: int,
+    optimizer: torch.optim.Optimizer,
+    context: DistributedContext,
+    summary: Any,
+    log: Optional[MetricsLog],
+) -> dict[str, Any]:
+    """Reduce the interval's sums over ranks, write the ``train`` record (rank 0) and reset.
+
+    Args:
+        interval: the sums since the last record.
+        step: the optimiser step logged.
+        optimizer: gives the learning rate.
+        context: this process's place in the job.
+        summary: the run's :class:`~cpcaudio.train.events.TrainSummary` (its final loss and accuracy are set).
+        log: rank 0's metric files, or None.
+
+    Returns:
+        The ``train`` record.
+    """
+    if interval.device.type == "cuda":
+        torch.cuda.synchronize(interval.device)
+    record = interval.record(step, float(optimizer.param_groups[0]["lr"]), context)
+    summary.final_loss, summary.final_accuracy = record["loss"], record["accuracy"]
+    if log is not None:
+        log.write(record)
+    return record
 
 
 def step_counts(output: Any, num_steps: int) -> torch.Tensor:

@@ -29,7 +29,9 @@ PAPER = {
         "normalization": "channel", "input_normalization": "sequence",
     },
     "context": {"kind": "gru", "hidden_dim": 256, "num_layers": 1},
-    "predictor": {"num_steps": 12, "num_negatives": 128, "negative_sampling": "batch", "head": "linear"},
+    "predictor": {
+        "num_steps": 12, "num_negatives": 128, "negative_sampling": "batch", "head": "linear", "queue_size": 0,
+    },
     "optim": {
         "learning_rate": 2e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "warmup_steps": 0,
         "schedule": "constant", "grad_clip": 0.0, "accumulate": 1,
@@ -39,7 +41,9 @@ PAPER = {
 }  # fmt: skip
 # Written out by paper.yaml although they do not matter for it (their feature is off in the paper).
 INERT = {
-    "predictor": {"head_hidden_dim", "head_attention_heads", "head_feedforward_dim", "head_dropout"},
+    "predictor": {
+        "head_hidden_dim", "head_attention_heads", "head_feedforward_dim", "head_dropout", "momentum", "queue_negatives",
+    },
     "optim": {"step_size", "step_gamma"},
 }
 # Deliberately not in paper.yaml: taken from the dataset, or speed only.
