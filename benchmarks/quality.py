@@ -332,9 +332,16 @@ def pretrain(args: argparse.Namespace, dataset: Path, run_dir: Path) -> dict[str
     return {**info, "reused": False}
 
 
-def curve_summary(records: list[dict[str, Any]], num_negatives: int) -> dict[str, Any]:
-    """The training curve: chance level, where the plateau is left (module docstring), the first and last
-    logged values and an evenly spaced subset of the training records, plus every validation."""
+def info_nce(record: dict[str, Any], utterance_weight: float) -> float:
+    """The InfoNCE part of a logged ``loss``: with an utterance objective the log holds the total, InfoNCE
+    + ``utterance.weight`` x ``utterance_loss``."""
+    return record["loss"] - utterance_weight * record.get("utterance_loss", 0.0)
+
+
+def curve_summary(records: list[dict[str, Any]], num_negatives: int, utterance_weight: float = 0.0) -> dict[str, Any]:
+    """The training curve: chance level, where the plateau is left (module docstring; judged on InfoNCE
+    alone when an utterance loss is added), the first and last logged values and an evenly spaced subset
+    of the training records, plus every validation."""
     train = [r for r in records if r.get("kind") == "train"]
     valid = [r for r in records if r.get("kind") == "valid"]
     chance = math.log(num_negatives + 1)
@@ -342,7 +349,7 @@ def curve_summary(records: list[dict[str, Any]], num_negatives: int) -> dict[str
     for record in train:
         if record["accuracy"][0] > PLATEAU_ACCURACY:
             exit_step, reason = record["step"], f"step-1 accuracy above {PLATEAU_ACCURACY:.0%}"
-        elif record["loss"] <= chance - PLATEAU_LOSS_MARGIN:
+        elif info_nce(record, utterance_weight) <= chance - PLATEAU_LOSS_MARGIN:
             exit_step, reason = record["step"], f"loss {PLATEAU_LOSS_MARGIN} below chance"
         if exit_step is not None:
             break
@@ -350,8 +357,12 @@ def curve_summary(records: list[dict[str, Any]], num_negatives: int) -> dict[str
     chosen = np.unique(spaced) if train else []
 
     def point(record: dict[str, Any]) -> dict[str, Any]:
-        return {"step": record["step"], "loss": round(record["loss"], 4),
-                "step1_accuracy": round(record["accuracy"][0], 4)}
+        values = {"step": record["step"], "loss": round(record["loss"], 4),
+                  "step1_accuracy": round(record["accuracy"][0], 4)}
+        if "utterance_loss" in record:
+            values["utterance_loss"] = round(record["utterance_loss"], 4)
+            values["info_nce"] = round(info_nce(record, utterance_weight), 4)
+        return values
 
     return {
         "chance_loss": round(chance, 4),
@@ -361,6 +372,12 @@ def curve_summary(records: list[dict[str, Any]], num_negatives: int) -> dict[str
         "train": [point(train[i]) for i in chosen],
         "valid": [point(r) for r in valid],
     }
+
+
+def utterance_weight(config: Any) -> float:
+    """The weight of the run's utterance objective in its logged loss (0 without one)."""
+    utterance = getattr(config, "utterance", None)
+    return 0.0 if utterance is None or utterance.loss == "none" else float(utterance.weight)
 
 
 def run_record(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
@@ -379,6 +396,8 @@ def run_record(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
         if chosen:
             last = chosen[-1]
             final[name] = {"step": last["step"], "loss": last["loss"], "step1_accuracy": last["accuracy"][0]}
+            if "utterance_loss" in last:
+                final[name]["utterance_loss"] = last["utterance_loss"]
     return {
         "run_dir": str(run_dir),
         "command": info["command"],
@@ -387,7 +406,7 @@ def run_record(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
         "wall_seconds": info["wall_seconds"],
         "loop_seconds": round(sum(r.get("seconds", 0.0) for r in train), 1),
         "final": final,
-        "curve": curve_summary(records, config.predictor.num_negatives),
+        "curve": curve_summary(records, config.predictor.num_negatives, utterance_weight(config)),
         "config": config.to_dict(),
     }
 

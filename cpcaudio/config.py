@@ -252,6 +252,7 @@ class UtteranceConfig:
     pooling: UtterancePooling = "mean"  # context frames -> one vector: mean of the valid ones, or the last
     projection_dim: int = 128  # output of the projection MLP (hidden width = its input's); 0: no projection
     temperature: float = 0.1  # nt-xent: cosine similarities are divided by it
+    queue_size: int = 1024  # nt-xent + predictor.queue_size > 0: momentum keys of past windows as negatives; 0: off
     margin: float = 1.0  # triplet and margin: distance margin (distances of unit vectors lie in [0, 2])
     triplet_negative: TripletNegative = "hardest"  # triplet: the closest other window, or a random one
     channel_groups: tuple[tuple[int, ...], ...] = ()  # views=channels: each group's input channels (own encoder)
@@ -260,7 +261,7 @@ class UtteranceConfig:
         if self.loss == "none":
             return
         _positive(self, "weight", "temperature", "margin")
-        _non_negative(self, "projection_dim")
+        _non_negative(self, "projection_dim", "queue_size")
         groups = [channel for group in self.channel_groups for channel in group]
         if self.views != "channels":
             if groups:

@@ -16,7 +16,7 @@ from cpcaudio.model.input_norm import standardize
 from cpcaudio.model.loss import InfoNCEResult, heads_info_nce
 from cpcaudio.model.negatives import sample_negatives
 from cpcaudio.model.queue import MomentumQueue
-from cpcaudio.model.utterance import UtteranceObjective, utterance_views
+from cpcaudio.model.utterance import UtteranceObjective, enqueue_utterance_keys, utterance_views
 
 
 @dataclass
@@ -70,8 +70,10 @@ class CPCModel(nn.Module):
                 self.config.context.hidden_dim, self.config.encoder.hidden_dim, self.config.predictor, window_frames
             )
         self.utterance = UtteranceObjective(self.config) if utterance.loss != "none" else None
-        queue_size = self.config.predictor.queue_size  # a momentum encoder and its queue of negatives, or none
-        self.momentum = MomentumQueue(self.encoder, self.config) if queue_size > 0 else None
+        self.momentum: Optional[MomentumQueue] = None  # a momentum encoder and its queue of negatives, or none
+        if self.config.predictor.queue_size > 0:  # (with nt-xent also the utterance keys' momentum copies)
+            projections = None if self.utterance is None else self.utterance.projections
+            self.momentum = MomentumQueue(self.encoder, self.config, self.context_network, projections)
 
     # ---- geometry ----------------------------------------------------------------------------------
     @property
@@ -123,9 +125,11 @@ class CPCModel(nn.Module):
 
     def momentum_update(self) -> None:
         """After every optimiser step: move the momentum encoder's weights towards the encoder's,
-        theta_k <- m * theta_k + (1 - m) * theta_q (``predictor.momentum``); nothing without a queue."""
+        theta_k <- m * theta_k + (1 - m) * theta_q (``predictor.momentum``), and those of the utterance
+        keys' context network and projections towards the model's (nt-xent); nothing without a queue."""
         if self.momentum is not None:
-            self.momentum.update(self.encoder)
+            projections = None if self.utterance is None else self.utterance.projections
+            self.momentum.update(self.encoder, self.context_network, projections)
 
     def extract(
         self,
@@ -207,14 +211,18 @@ class CPCModel(nn.Module):
                 self.heads, context, latents, negative_indices, frame_lengths, predictor.negative_sampling,
                 queue=queue,
             )  # fmt: skip
-        loss, utterance_loss = result.loss, None
+        loss, utterance_loss, views = result.loss, None, None
+        keys = None if momentum is None else momentum.utterance  # nt-xent's queue of utterance keys, or none
         if self.utterance is not None:  # after the negatives: a random triplet negative draws from the generator
             views = utterance_views(self, context, frame_lengths, view_signal, view_lengths)
             if views is not None:
-                utterance_loss = self.utterance(*views, generator=generator)
+                extra = None if keys is None else keys.negatives()  # (Q', D) or None
+                utterance_loss = self.utterance(*views, generator=generator, extra_negatives=extra)
                 loss = loss + self.config.utterance.weight * utterance_loss
-        # The batch's keys enter the queue after its loss: a batch never scores its own keys.
+        # The batch's keys enter the queues after its loss: a batch never scores its own keys.
         momentum_latents = None if momentum is None else momentum.push(signal, frame_lengths, generator)
+        if keys is not None and views is not None:
+            enqueue_utterance_keys(self, momentum_latents, frame_lengths, view_signal, view_lengths)
         return CPCOutput(
             loss=loss,
             step_accuracy=result.step_accuracy,

@@ -50,8 +50,25 @@ After He et al. (2020), "Momentum Contrast for Unsupervised Visual Representatio
   :meth:`MomentumQueue.push` are excluded from compilation); the loss sees a queue that grows until it is
   full, so a compiled loss recompiles a few times at the start.
 
-For other objectives (e.g. utterance-level negatives) the batch's momentum latents are
-``CPCOutput.momentum_latents`` and the queue's entries ``model.momentum.queue.entries()``.
+* **Utterance keys (nt-xent).** With ``utterance.loss = nt-xent`` (:mod:`cpcaudio.model.utterance`) and
+  ``utterance.queue_size = U > 0`` (default 1024) the momentum queue also holds :class:`UtteranceKeys`
+  (``model.momentum.utterance``; None otherwise), MoCo v2's keys for the utterance loss: momentum copies
+  of the context network and of the utterance projection(s) (weights as buffers, started equal, moved by
+  the same update with the same m) and a second :class:`LatentQueue` of U unit vectors in the projected
+  space. The InfoNCE queue's z cannot serve there: they are encoder latents, not utterance embeddings.
+  A training forward passes the filled keys to nt-xent as extra negatives of all 2N anchors (an empty
+  queue adds nothing: the first step's loss is the queue-less one); after its loss the momentum encoder,
+  context and projection make the keys of the batch's second view (``crop`` / ``augment``: one per
+  window, an extra momentum encoder and context pass over ``view_signal``; ``channels``: every group's,
+  G per window, from the momentum latents of ``signal``, no extra encoder pass) and they join the FIFO.
+  A window's own keys never score against it in its batch; in later batches another window of the same
+  utterance may be a (false) negative, so U stays small next to the number of utterances (1024: 128
+  batches of 8). Everything else (evaluation, checkpoints under ``momentum.utterance.*``, DDP, eager
+  scoring) is as for the InfoNCE queue. ``utterance.queue_size = 0``, another utterance loss or
+  ``predictor.queue_size = 0`` build none (the state-dict keys of such models are unchanged).
+
+The batch's momentum latents are ``CPCOutput.momentum_latents`` and the queues' entries
+``model.momentum.queue.entries()`` and ``model.momentum.utterance.queue.entries()``.
 """
 
 from __future__ import annotations
@@ -62,12 +79,15 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cpcaudio.config import CPCConfig
 from cpcaudio.errors import ConfigError
+from cpcaudio.model.contrastive import UTTERANCE_LOSSES
 from cpcaudio.model.cpu_kernels import linear
 from cpcaudio.model.sampled_scores import sampled_scores
+from cpcaudio.model.utterance import pool_context
 
 QUEUE_SPAN = 8  # a batch enqueues at most queue_size // QUEUE_SPAN keys: the queue spans >= 8 batches
 
@@ -148,7 +168,30 @@ def frozen_copy(module: nn.Module) -> nn.Module:
         for name, parameter in list(submodule.named_parameters(recurse=False)):
             delattr(submodule, name)
             submodule.register_buffer(name, parameter.detach())
+        if isinstance(submodule, nn.RNNBase):
+            submodule._init_flat_weights()  # the recurrent kernels read their weights from this list
     return clone
+
+
+@torch.no_grad()
+def ema_update(copy_: nn.Module, module: nn.Module, momentum: float) -> None:
+    """theta_k <- m * theta_k + (1 - m) * theta_q for every weight theta_q of ``module``.
+
+    Args:
+        copy_: a :func:`frozen_copy` of ``module`` (theta_k, buffers of the parameters' names).
+        module: the trained module (theta_q).
+        momentum: m in [0, 1].
+    """
+    for name, weight in module.named_parameters():
+        copy_.get_buffer(name).mul_(momentum).add_(weight.detach(), alpha=1.0 - momentum)
+
+
+def uses_utterance_queue(config: CPCConfig) -> bool:
+    """Whether the model keeps :class:`UtteranceKeys`: a MoCo queue, ``utterance.queue_size > 0`` and an
+    utterance loss that takes extra negatives (nt-xent)."""
+    loss = UTTERANCE_LOSSES.get(config.utterance.loss)
+    takes_negatives = loss is not None and loss.takes_extra_negatives
+    return takes_negatives and config.predictor.queue_size > 0 and config.utterance.queue_size > 0
 
 
 def _refresh_counters(module: nn.Module, incompatible_keys: Any) -> None:
@@ -211,19 +254,80 @@ class LatentQueue(nn.Module):
         self.count.fill_(self._count)
 
 
+class UtteranceKeys(nn.Module):
+    """Momentum copies of the context network and the utterance projections, and the FIFO of the unit
+    keys they make (``utterance.queue_size`` of them; see "Utterance keys" in the module docstring).
+
+    Args:
+        context_network: the model's (copied; the copy's weights are buffers).
+        projections: the :class:`~cpcaudio.model.utterance.UtteranceObjective`'s ``projections``, one per
+            channel group with ``utterance.views = channels``, else one (copied likewise).
+        config: the model's; ``utterance.queue_size``, ``pooling``, ``projection_dim`` and ``context.hidden_dim``.
+    """
+
+    def __init__(self, context_network: nn.Module, projections: nn.ModuleList, config: CPCConfig) -> None:
+        super().__init__()
+        self.pooling = config.utterance.pooling
+        self.context_network = frozen_copy(context_network)
+        self.projections = frozen_copy(projections)
+        dim = config.utterance.projection_dim or config.context.hidden_dim // len(projections)
+        self.queue = LatentQueue(config.utterance.queue_size, dim)
+
+    def update(self, context_network: nn.Module, projections: nn.ModuleList, momentum: float) -> None:
+        """The EMA of :func:`ema_update` for the context network's and the projections' weights."""
+        ema_update(self.context_network, context_network, momentum)
+        ema_update(self.projections, projections, momentum)
+
+    @torch.compiler.disable  # the shape follows the fill count
+    def negatives(self) -> Optional[torch.Tensor]:
+        """(filled, D) a copy of the filled keys, the extra negatives of one forward; None while empty."""
+        return self.queue.entries() if self.queue.filled else None
+
+    @torch.compiler.disable
+    @torch.no_grad()
+    def push(self, latents: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """Make the keys of momentum latents and enqueue them (after the loss that used the queue).
+
+        Args:
+            latents: (batch, frames, encoder.hidden_dim) the momentum encoder's z of the key view.
+            frame_lengths: (batch,) valid frames per sequence.
+
+        Returns:
+            (G * batch, D) the enqueued unit keys, group by group (G = 1 without channel groups).
+        """
+        context, _ = self.context_network(latents)  # (B, T, H)
+        groups = context.chunk(len(self.projections), dim=-1)  # G x (B, T, H / G)
+        with torch.autocast(context.device.type, enabled=False):
+            keys = [
+                F.normalize(projection(pool_context(group, frame_lengths, self.pooling).float()), dim=1)
+                for projection, group in zip(self.projections, groups)
+            ]  # G x (B, D)
+        keys = torch.cat(keys)  # (G * B, D)
+        self.queue.enqueue(keys)
+        return keys
+
+
 class MomentumQueue(nn.Module):
     """The momentum encoder and the queue of its latents (see the module docstring for every choice).
 
     Args:
         encoder: the model's encoder (copied; the copy's weights are buffers).
         config: the model's; ``predictor.queue_size`` (>= 1), ``momentum`` and ``queue_negatives`` are read.
+        context_network, projections: the model's context network and utterance projections, copied into
+            :class:`UtteranceKeys` (``self.utterance``) when :func:`uses_utterance_queue`; else unused.
 
     Raises:
         ConfigError: with ``train.sync_batch_norm`` and ``encoder.normalization = batch`` (SyncBatchNorm
             cannot take over batch norms whose weights are buffers).
     """
 
-    def __init__(self, encoder: nn.Module, config: CPCConfig) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        config: CPCConfig,
+        context_network: Optional[nn.Module] = None,
+        projections: Optional[nn.ModuleList] = None,
+    ) -> None:
         super().__init__()
         if config.train.sync_batch_norm and config.encoder.normalization == "batch":
             raise ConfigError(
@@ -234,16 +338,37 @@ class MomentumQueue(nn.Module):
         self.num_negatives = config.predictor.queue_negatives
         self.encoder = frozen_copy(encoder)
         self.queue = LatentQueue(config.predictor.queue_size, config.encoder.hidden_dim)
+        self.utterance: Optional[UtteranceKeys] = None
+        if uses_utterance_queue(config):
+            if context_network is None or projections is None:
+                raise ValueError("utterance keys need the model's context network and utterance projections")
+            self.utterance = UtteranceKeys(context_network, projections, config)
 
-    @torch.no_grad()
-    def update(self, encoder: nn.Module) -> None:
-        """theta_k <- m * theta_k + (1 - m) * theta_q for every weight of the momentum encoder.
+    def update(
+        self,
+        encoder: nn.Module,
+        context_network: Optional[nn.Module] = None,
+        projections: Optional[nn.ModuleList] = None,
+    ) -> None:
+        """theta_k <- m * theta_k + (1 - m) * theta_q for every weight of the momentum encoder, and of
+        the utterance keys' context network and projections when there are some.
 
         Args:
             encoder: the trained encoder (theta_q), of the same structure.
+            context_network, projections: the trained ones (needed with ``self.utterance``).
         """
-        for name, weight in encoder.named_parameters():
-            self.encoder.get_buffer(name).mul_(self.momentum).add_(weight.detach(), alpha=1.0 - self.momentum)
+        ema_update(self.encoder, encoder, self.momentum)
+        if self.utterance is not None:
+            if context_network is None or projections is None:
+                raise ValueError("the utterance keys' update needs the context network and the projections")
+            self.utterance.update(context_network, projections, self.momentum)
+
+    @torch.no_grad()
+    def encode(self, signal: torch.Tensor) -> torch.Tensor:
+        """Args: signal (batch, channels, time), already normalised as the encoder's input.
+        Returns: (batch, T, encoder.hidden_dim) the momentum encoder's latents (no gradient)."""
+        encoded, _ = self.encoder(signal)  # (B, C, T)
+        return encoded.transpose(1, 2)  # (B, T, C)
 
     @torch.compiler.disable  # shapes follow the fill count: run eagerly rather than recompile
     def negatives(
@@ -280,8 +405,7 @@ class MomentumQueue(nn.Module):
         Returns:
             (batch, T, C) the momentum latents of the whole batch (no gradient).
         """
-        encoded, _ = self.encoder(signal)  # (B, C, T)
-        latents = encoded.transpose(1, 2)  # (B, T, C)
+        latents = self.encode(signal)  # (B, T, C)
         batch, frames, _ = latents.shape
         count = min(batch * frames, max(1, self.queue.size // QUEUE_SPAN))
         self.queue.enqueue(select_keys(latents, frame_lengths, count, generator))

@@ -19,6 +19,13 @@ The views (``utterance.views``):
 
 The losses run in float32 (autocast off): cosines over a temperature of 0.1 need more than bf16's
 precision.
+
+With a MoCo queue (``predictor.queue_size > 0``) and ``nt-xent``, a second queue holds the unit keys of
+earlier windows, made by momentum copies of the encoder, the context network and the projection (MoCo v2;
+``utterance.queue_size``, default 1024, 0: none): a training forward passes them to the loss as extra
+negatives of every anchor, then :func:`enqueue_utterance_keys` adds the batch's own keys (see
+:class:`cpcaudio.model.queue.UtteranceKeys`). Every ``views`` works: ``crop`` and ``augment`` enqueue the
+key of each window's second view, ``channels`` the keys of each window's G groups.
 """
 
 from __future__ import annotations
@@ -146,9 +153,44 @@ def utterance_views(
     if view_signal.shape[0] != context.shape[0]:
         raise ValueError(f"view_signal must hold the batch's {context.shape[0]} windows, got {view_signal.shape[0]}")
     view_context = model.context(model.encode(view_signal, view_lengths))  # (B, T', H)
-    frames = view_context.shape[1]
-    if view_lengths is None:
-        view_frames = torch.full((context.shape[0],), frames, dtype=torch.long, device=context.device)
-    else:
-        view_frames = model.encoder.frame_lengths(view_lengths.to(context.device)).clamp(max=frames)  # (B,)
-    return [context, view_context], [frame_lengths, view_frames]
+    return [context, view_context], [frame_lengths, _valid_frames(model, view_lengths, view_context)]
+
+
+def _valid_frames(model: nn.Module, lengths: Optional[torch.Tensor], encoded: torch.Tensor) -> torch.Tensor:
+    """(batch,) valid frames of ``encoded`` (batch, frames, dim) for ``lengths`` valid samples (None: all)."""
+    batch, frames = encoded.shape[:2]
+    if lengths is None:
+        return torch.full((batch,), frames, dtype=torch.long, device=encoded.device)
+    return model.encoder.frame_lengths(lengths.to(encoded.device)).clamp(max=frames)  # (B,)
+
+
+@torch.compiler.disable
+@torch.no_grad()
+def enqueue_utterance_keys(
+    model: nn.Module,
+    momentum_latents: torch.Tensor,
+    frame_lengths: torch.Tensor,
+    view_signal: Optional[torch.Tensor],
+    view_lengths: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """After the loss: add the momentum keys of the batch's key view to ``model.momentum.utterance``.
+
+    The key view is the second view (``crop`` / ``augment``: ``view_signal``, through the momentum
+    encoder), or every channel group of ``signal`` (``channels``: its momentum latents, already made).
+
+    Args:
+        model: the :class:`~cpcaudio.model.CPCModel`, with utterance keys.
+        momentum_latents: (batch, frames, encoder.hidden_dim) the momentum encoder's z of ``signal``.
+        frame_lengths: (batch,) their valid frames.
+        view_signal: (batch, channels, time') the second view (not read with ``channels``).
+        view_lengths: (batch,) valid samples of ``view_signal``, or None if all valid.
+
+    Returns:
+        (G * batch, D) the enqueued unit keys (G = 1 but with channel groups).
+    """
+    momentum = model.momentum
+    if model.config.utterance.views != "channels":
+        signal = model.normalize_input(model._as_batch(view_signal), view_lengths)
+        momentum_latents = momentum.encode(signal)  # (B, T', C)
+        frame_lengths = _valid_frames(model, view_lengths, momentum_latents)
+    return momentum.utterance.push(momentum_latents, frame_lengths)

@@ -2,9 +2,10 @@
 
 Called once per optimiser step by the training loop (after the gradients of every micro-batch are
 accumulated and clipped), so under ``optim.accumulate > 1`` the momentum encoder of a MoCo queue
-(:mod:`cpcaudio.model.queue`) still moves once per step. Its update follows the scaler's step even when
-an fp16 scaler skipped the optimiser step for overflowing gradients: it then pulls the momentum encoder
-towards unchanged weights.
+(:mod:`cpcaudio.model.queue`), and with ``nt-xent`` the momentum copies of the context network and the
+utterance projections that make the utterance keys, still move once per step. Their update follows the
+scaler's step even when an fp16 scaler skipped the optimiser step for overflowing gradients: it then pulls
+the momentum copies towards unchanged weights.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def apply_update(
     scaler: torch.amp.GradScaler,
 ) -> None:
     """Step ``optimizer`` through ``scaler``, update the scaler, step ``scheduler``, then
-    :meth:`CPCModel.momentum_update` (nothing without ``predictor.queue_size``).
+    :meth:`CPCModel.momentum_update` (every momentum copy; nothing without ``predictor.queue_size``).
 
     Args:
         model: the unwrapped model (not its DDP or compiled wrapper).

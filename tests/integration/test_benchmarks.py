@@ -163,3 +163,17 @@ def test_analytic_flops_match_torch_flop_counter(normalization):
     paper = common.train_step_flops(train_step.build_config(train_step.PAPER, None), 8, 20480)
     assert paper.total / 1e9 == pytest.approx(166.8, abs=0.1)
     assert 0.89 < paper.encoder / paper.total < 0.90
+
+
+def test_quality_plateau_is_judged_on_info_nce_when_an_utterance_loss_is_added():
+    import quality
+
+    chance = quality.math.log(129)
+    records = [  # total loss above chance, InfoNCE part 0.2 below it from step 20 on
+        {"kind": "train", "step": 10, "loss": chance + 1.0, "utterance_loss": 1.0, "accuracy": [0.01]},
+        {"kind": "train", "step": 20, "loss": chance + 0.8, "utterance_loss": 2.0, "accuracy": [0.05]},
+    ]
+    with_weight = quality.curve_summary(records, 128, utterance_weight=0.5)
+    assert with_weight["plateau_exit_step"] == 20  # InfoNCE: chance + 0.8 - 0.5 * 2.0 = chance - 0.2
+    assert with_weight["train"][-1]["info_nce"] == pytest.approx(round(chance - 0.2, 4))
+    assert quality.curve_summary(records, 128)["plateau_exit_step"] is None  # read as plain InfoNCE
