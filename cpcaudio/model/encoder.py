@@ -151,12 +151,16 @@ class ConvEncoder(nn.Module):
         return x, frame_lengths
 
     def runs_time_major(self, signal: torch.Tensor) -> bool:
-        """Whether :meth:`forward` takes the time-major path for ``signal``: on CPU in float32 with the
-        fast paths on (:func:`~cpcaudio.model.cpu_kernels.fast_paths`), outside autocast, and with a
-        normalisation that has a time-major form (all but ``layer``). Elsewhere (GPUs: cuDNN's
-        convolutions are fast) every layer runs ``nn.Conv1d`` on (batch, channels, time)."""
+        """Whether :meth:`forward` takes the time-major path for ``signal``: without gradients (extraction,
+        probes, validation), on CPU in float32 with the fast paths on
+        (:func:`~cpcaudio.model.cpu_kernels.fast_paths`), outside autocast, and with a normalisation that
+        has a time-major form (all but ``layer``). There it is 1.3-1.6x faster than oneDNN's convolutions
+        on the paper model (extraction of 60 s, one thread). A training step measured the same either way
+        within this machine's noise (docs/performance.md), so training keeps ``nn.Conv1d`` on (batch,
+        channels, time), as do GPUs (cuDNN's convolutions are fast)."""
         return (
-            signal.device.type == "cpu"
+            not torch.is_grad_enabled()
+            and signal.device.type == "cpu"
             and signal.dtype == torch.float32
             and fast_paths_enabled()
             and not cpu_autocast_enabled()

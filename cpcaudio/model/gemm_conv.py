@@ -32,6 +32,7 @@ from cpcaudio.geometry import conv_output_length
 from cpcaudio.model.cpu_kernels import linear, onednn_available, onednn_linear
 
 Method = Literal["blocks", "frames"]
+SHORT_WINDOW = 32  # in * k at most: a framed product runs through F.linear (see _frames_conv)
 
 
 def choose_method(in_channels: int, out_channels: int, kernel: int, stride: int) -> Method:
@@ -129,7 +130,10 @@ def _frames_conv(x: torch.Tensor, conv: nn.Conv1d, frames: int) -> torch.Tensor:
     windows = padded.unfold(1, kernel, stride)[:, :frames]  # (B, T, Cin, k) view
     rows = windows.reshape(batch * frames, in_channels * kernel)  # (B*T, Cin*k): the framing copy
     weight = conv.weight.reshape(conv.out_channels, in_channels * kernel)  # columns (c, tap)
-    return linear(rows, weight, conv.bias).view(batch, frames, conv.out_channels)  # (B, T, Cout)
+    # A window this short is a thin product: the BLAS's own kernels (F.linear) handle its transposed
+    # weight gradient (out, B*T) @ (B*T, in*k) without the copy oneDNN makes of it.
+    product = F.linear if in_channels * kernel <= SHORT_WINDOW else linear
+    return product(rows, weight, conv.bias).view(batch, frames, conv.out_channels)  # (B, T, Cout)
 
 
 def gemm_conv1d(x: torch.Tensor, conv: nn.Conv1d, channels_first: bool = False) -> torch.Tensor:
