@@ -39,7 +39,8 @@ def train(
         "--config",
         help="YAML/JSON config file (sections encoder, context, predictor, optim, data, train, augment), or the "
         f"name of a preset shipped with cpcaudio: {', '.join(available_presets())} (paper: the CPC paper's "
-        "configuration, whatever the defaults become).",
+        "configuration, whatever the defaults become; timeseries: taken by itself for a non-audio dataset when no "
+        "encoder key is set).",
         metavar="FILE|PRESET",
     ),
     assignments: SetOption = None,
@@ -83,8 +84,10 @@ def train(
         with user_errors(ctx, interrupted=at_once), stop_request() as stop:
             for number in early:
                 stop.request(number)
-            run = assemble_run_config(out, config_file, assignments or [], steps, seed, resume, minutes)
+            run = assemble_run_config(out, config_file, assignments or [], steps, seed, resume, minutes, dataset)
             with ProgressPrinter(quiet=quiet) as printer:
+                if run.note is not None:
+                    printer.write(run.note)  # the preset chosen for a time-series dataset
                 summary = train_model(
                     dataset,
                     out,

@@ -3,7 +3,9 @@ config of the run being resumed), a config file, ``--set`` overrides, ``--steps`
 
 The order is the command line's: base, then the file's keys, then the overrides in order (``--steps``,
 ``--minutes`` and ``--seed`` last). The keys the user set (the file's and the overrides') are kept as ``explicit_keys``:
-only those may contradict the dataset (see :func:`cpcaudio.train.match_dataset`).
+only those may contradict the dataset (see :func:`cpcaudio.train.match_dataset`). Given the dataset, a new run
+on time series that sets no encoder key starts from the ``timeseries`` preset instead of the defaults
+(:mod:`cpcaudio.train.auto_preset`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Optional, Union
 
 from cpcaudio.config import CPCConfig
 from cpcaudio.presets import resolve_config_file
+from cpcaudio.train.auto_preset import choose_preset
 from cpcaudio.train.checkpoint import config_from_checkpoint, load_checkpoint
 from cpcaudio.train.resume import refuse_untrainable
 from cpcaudio.train.run_dir import resumable_checkpoint
@@ -32,11 +35,13 @@ class RunConfig:
         explicit_keys: ``section.key`` names the user set.
         resume_record: the ``last.pt`` read for the resume base (``train(resume_record=...)`` then does
             not read it again), or None for a new run.
+        note: a line to show before training (the preset chosen for the dataset), or None.
     """
 
     config: CPCConfig
     explicit_keys: frozenset[str]
     resume_record: Optional[dict[str, Any]] = None
+    note: Optional[str] = None
 
 
 def assemble_run_config(
@@ -47,6 +52,7 @@ def assemble_run_config(
     seed: Optional[int] = None,
     resume: bool = False,
     minutes: Optional[float] = None,
+    dataset: Optional[PathLike] = None,
 ) -> RunConfig:
     """The config a ``cpcaudio train`` invocation asks for, and the keys it set.
 
@@ -61,6 +67,8 @@ def assemble_run_config(
         seed: sets ``train.seed``.
         resume: whether the run continues ``out_dir``.
         minutes: sets ``train.max_minutes``, the wall-clock budget of this invocation (0: none).
+        dataset: the prepared dataset, for a new run: time series with no encoder key set get the
+            ``timeseries`` preset sized to their lengths (:func:`cpcaudio.train.auto_preset.choose_preset`).
 
     Returns:
         A :class:`RunConfig`.
@@ -77,9 +85,9 @@ def assemble_run_config(
         refuse_untrainable(record, last)
     base = config_from_checkpoint(record, last) if record is not None else CPCConfig()
     explicit: set[str] = set()
-    if config_file is not None:
-        base, file_keys = _apply_config_file(base, resolve_config_file(config_file))
-        explicit |= file_keys
+    file_path = resolve_config_file(config_file) if config_file is not None else None
+    if file_path is not None:
+        explicit |= _apply_config_file(base, file_path)[1]
     assignments = list(overrides)
     if steps is not None:
         assignments.append(f"train.max_steps={steps}")
@@ -88,7 +96,15 @@ def assemble_run_config(
     if seed is not None:
         assignments.append(f"train.seed={seed}")
     explicit |= {assignment.split("=", 1)[0].strip() for assignment in assignments}
-    return RunConfig(base.with_overrides(assignments), frozenset(explicit), record)
+    automatic = choose_preset(dataset, explicit) if record is None and dataset is not None else None
+    if automatic is not None:
+        base = automatic.base(base)
+    if file_path is not None:
+        base = _apply_config_file(base, file_path)[0]
+    config, note = base.with_overrides(assignments), None
+    if automatic is not None:
+        config, note = automatic.size(config, explicit)
+    return RunConfig(config, frozenset(explicit), record, note)
 
 
 def _apply_config_file(base: CPCConfig, path: Path) -> tuple[CPCConfig, set[str]]:
