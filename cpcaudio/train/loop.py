@@ -36,6 +36,7 @@ import shlex
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -142,6 +143,7 @@ def train(
         TrainingInterrupted: SIGINT or SIGTERM arrived; ``last.pt`` holds the step reached.
     """
     context = init_distributed(device)
+    trainer: Optional[_Trainer] = None
     try:
         with stop_request() as stop:
             trainer = _Trainer(dataset_path, out_dir, context, progress, command, stop)
@@ -153,7 +155,16 @@ def train(
         # error a peer may never arrive.
         barrier(context)
         return summary
+    except BaseException as error:
+        if context.is_distributed:  # the failed frames' locals hold the DDP wrapper: free it (see below)
+            traceback.clear_frames(error.__traceback__)
+        raise
     finally:
+        # DDP's reducer holds the process group. Freed after the group is destroyed, the reducer would
+        # destroy it, and gloo's destructor joins its worker thread while holding the GIL, which a worker
+        # finishing a collective may wait for: a hang at exit (seen under load after an error on torchrun).
+        if trainer is not None:
+            trainer.ddp = None
         teardown(context)
 
 
