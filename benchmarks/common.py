@@ -321,3 +321,26 @@ def train_step_flops(config: CPCConfig, batch_size: int, num_samples: int) -> St
         loss=3 * loss_forward,
         forward=encoder_forward + context_forward + heads_forward + loss_forward,
     )
+
+
+def add_pretraining_arguments(parser: Any, default_minutes: float, default_work: Any, work_help: str) -> None:
+    """The options of a benchmark that pretrains with ``cpcaudio train`` and probes: the budget
+    (``--minutes``/``--steps``), ``--config``, ``--set``, ``--seed``, ``--threads``, ``--device``, ``--work``,
+    ``--reuse-run`` and ``--json`` (``benchmarks/quality.py``, ``benchmarks/timeseries.py``)."""
+    from pathlib import Path
+
+    parser.add_argument("--minutes", type=float, default=None,
+                        help=f"Training budget in minutes (cpcaudio train --minutes; default {default_minutes:g} "
+                        "unless --steps is given).")
+    parser.add_argument("--steps", type=int, default=None, help="Training steps (cpcaudio train --steps).")
+    parser.add_argument("--config", default=None, help="Config file or preset name passed to cpcaudio train --config.")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="A config override passed to cpcaudio train (repeatable).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of training, random init and probes (default 0).")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="Torch threads for training and probes (default 2: the reference machine's cores).")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the CLI's choice).")
+    parser.add_argument("--work", type=Path, default=default_work, help=work_help)
+    parser.add_argument("--reuse-run", action="store_true",
+                        help="Probe the run(s) already in --work (trained with the same arguments) instead of training.")
+    parser.add_argument("--json", type=Path, default=None, help="Also write the JSON record to this file.")

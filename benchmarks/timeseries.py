@@ -367,24 +367,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default=",".join(DATASETS),
                         help=f"Comma-separated aeon-bundled sets (default: {','.join(DATASETS)}).")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help=f"Pretraining minutes per set (cpcaudio train --minutes; default {DEFAULT_MINUTES:g} "
-                        "unless --steps is given).")
-    parser.add_argument("--steps", type=int, default=None, help="Pretraining steps per set (cpcaudio train --steps).")
-    parser.add_argument("--config", default=None, help="Config file or preset passed to cpcaudio train --config.")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="A config override passed to cpcaudio train (repeatable).")
+    common.add_pretraining_arguments(
+        parser, DEFAULT_MINUTES, DEFAULT_WORK, "Folder of prepared sets (reused) and runs (default benchmarks/cache/timeseries)."
+    )
     parser.add_argument("--layer", default="context", choices=("context", "encoder", "all"),
                         help="Features probed (default context).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of training, random init and probes (default 0).")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="Torch threads for training and probes (default 2: the reference machine's cores).")
-    parser.add_argument("--device", default=None, help="Training device (default: the CLI's choice).")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
-                        help="Folder of prepared sets (reused) and runs (default benchmarks/cache/timeseries).")
-    parser.add_argument("--reuse-run", action="store_true",
-                        help="Probe the runs already in --work (trained with the same arguments) instead of training.")
-    parser.add_argument("--json", type=Path, default=None, help="Also write the JSON record to this file.")
     parser.add_argument("--tiny", action="store_true",
                         help=f"CI size: BasicMotions, {TINY_STEPS} steps of a smaller context (meaningless numbers).")
     args = parser.parse_args(argv)

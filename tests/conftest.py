@@ -37,3 +37,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def basic_motions(tmp_path_factory) -> Path:
+    """aeon's BasicMotions (6 channels, 100 steps per series), prepared once per session with ``prepare uea``."""
+    from cpcaudio.data import prepare
+
+    out = tmp_path_factory.mktemp("uea") / "BasicMotions"
+    prepare("uea", "BasicMotions", out)
+    return out

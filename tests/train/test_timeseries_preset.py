@@ -49,13 +49,6 @@ def series(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def basic_motions(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("uea") / "BasicMotions"
-    prepare("uea", "BasicMotions", out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def audio(tmp_path_factory) -> Path:
     return prepare_two_speaker_tones(tmp_path_factory.mktemp("tones"), 8000)
 

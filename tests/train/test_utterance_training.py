@@ -58,13 +58,6 @@ def dataset(tmp_path_factory) -> Path:
     return root / "prepared"
 
 
-@pytest.fixture(scope="module")
-def basic_motions(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("uea") / "BasicMotions"
-    prepare("uea", "BasicMotions", out)
-    return out
-
-
 def config_for(**utterance):
     augment = AUGMENT if utterance.get("views") == "augment" else {}
     return helpers.tiny_config(SECTIONS, utterance=utterance, augment=augment)
