@@ -101,9 +101,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="Utterances per padded batch.")
     parser.add_argument("--repeats", type=int, default=5, help="Timed runs per workload (the median is quoted).")
     parser.add_argument("--tiny", action="store_true", help="A small model and short signals (CI).")
-    parser.add_argument("--malloc", choices=("system", "keep"), default="system",
-                        help="system (default, as cpcaudio extract runs): the C library's allocator as it is; keep: "
-                        "glibc keeps freed memory (cpcaudio.runtime.keep_freed_memory, as cpcaudio train does)")
+    parser.add_argument("--malloc", choices=("system", "keep"), default="keep",
+                        help="keep (default, as cpcaudio extract and train run): glibc keeps freed memory "
+                        "(cpcaudio.runtime.keep_freed_memory); system: the C library's allocator as it is")
     args = parser.parse_args(argv)
     if args.malloc == "keep":
         common.keep_freed_memory()

@@ -77,11 +77,14 @@ def rss_now_mib() -> float:
 
 def child(arguments: list[str]) -> None:
     """In the child: load the model, extract, print the figures as one JSON line."""
-    checkpoint, listing, out, device, stream, threads = arguments
+    checkpoint, listing, out, device, stream, threads, malloc = arguments
     import torch
 
     from cpcaudio.extract import extract_to_store
+    from cpcaudio.runtime import keep_freed_memory
 
+    if malloc == "keep":
+        keep_freed_memory()
     if int(threads) > 0:
         torch.set_num_threads(int(threads))
     before = rss_now_mib()  # torch and cpcaudio imported
@@ -95,7 +98,9 @@ def child(arguments: list[str]) -> None:
     }))
 
 
-def measure(work: Path, checkpoint: Path, seconds: float, device: str, stream: float, threads: int) -> dict[str, Any]:
+def measure(
+    work: Path, checkpoint: Path, seconds: float, device: str, stream: float, threads: int, malloc: str
+) -> dict[str, Any]:
     name = f"{int(seconds)}s"
     audio = work / f"{name}.wav"
     if not audio.exists():
@@ -103,7 +108,8 @@ def measure(work: Path, checkpoint: Path, seconds: float, device: str, stream: f
     listing = work / f"{name}.txt"
     listing.write_text(f"{audio.name}\n")
     out = work / f"store_{name}_{stream}"
-    command = [sys.executable, __file__, "--child", str(checkpoint), str(listing), str(out), device, str(stream), str(threads)]
+    command = [sys.executable, __file__, "--child", str(checkpoint), str(listing), str(out), device, str(stream)]
+    command += [str(threads), malloc]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"child failed ({done.returncode}):\n{done.stderr}")
@@ -111,7 +117,8 @@ def measure(work: Path, checkpoint: Path, seconds: float, device: str, stream: f
     for path in sorted(out.iterdir(), reverse=True):
         path.unlink()  # the store is not needed (a 2-hour paper-model store is 703 MiB)
     out.rmdir()
-    return {"audio_seconds": seconds, "stream_seconds": stream if math.isfinite(stream) else "inf", **result,
+    return {"audio_seconds": seconds, "stream_seconds": stream if math.isfinite(stream) else "inf", "malloc": malloc,
+            **result,
             "x_real_time": round(seconds / max(result["seconds"], 1e-9), 1)}
 
 
@@ -127,6 +134,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--stream-seconds", type=float, default=None, help="Stream files longer than this.")
     parser.add_argument("--compare", action="store_true", help="Also run with streaming off (the whole file).")
     parser.add_argument("--tiny", action="store_true", help="10 s and 60 s through a tiny model, streaming from 5 s.")
+    parser.add_argument("--malloc", choices=("system", "keep"), nargs="+", default=["keep"],
+                        help="The child's allocator: keep (default, as cpcaudio extract runs: glibc keeps freed "
+                        "memory, cpcaudio.runtime.keep_freed_memory) and/or system (the C library's as it is); "
+                        "several: one run per length and setting.")
     parser.add_argument("--work", type=Path, default=None, help="Folder for the audio and stores (default: a temp).")
     args = parser.parse_args(argv)
     from cpcaudio.extract.blocks import STREAM_SECONDS
@@ -137,15 +148,20 @@ def main(argv: Optional[list[str]] = None) -> None:
         work = Path(folder)
         checkpoint = work / f"{config_name}.pt"
         write_checkpoint(checkpoint, config_name)
-        runs = [measure(work, checkpoint, s, args.device, stream, args.threads) for s in lengths]
-        if args.compare:
-            runs += [measure(work, checkpoint, s, args.device, math.inf, args.threads) for s in lengths]
+        streams = [stream, math.inf] if args.compare else [stream]
+        runs = [
+            measure(work, checkpoint, s, args.device, mode, args.threads, malloc)
+            for mode in streams
+            for malloc in args.malloc
+            for s in lengths
+        ]
     payload = {"benchmark": "extract_memory", "config": config_name, "device": args.device, "runs": runs}
     print(json.dumps(payload))
     for run in runs:
         mode = "whole file" if run["stream_seconds"] == "inf" else "streamed"
         print(
-            f"extract {run['audio_seconds'] / 60:.1f} min ({config_name} model, {args.device}, {mode}): peak RSS "
+            f"extract {run['audio_seconds'] / 60:.1f} min ({config_name} model, {args.device}, {mode}, "
+            f"malloc {run['malloc']}): peak RSS "
             f"{run['peak_rss_mib']:.0f} MiB ({run['rss_before_mib']:.0f} MiB before extracting), "
             f"{run['seconds']:.1f} s, {run['x_real_time']:.0f}x real time",
             file=sys.stderr,

@@ -45,7 +45,12 @@ def extract(
     are read and extracted in blocks, in constant memory, with the same result.
     """
     from cpcaudio.extract import extract_to_store
+    from cpcaudio.runtime import keep_freed_memory
 
+    # glibc: reuse freed memory instead of page-faulting fresh blocks in for every chunk. Extraction works
+    # in chunks and blocks of bounded size, so the heap settles at the largest chunk's peak
+    # (benchmarks/extract_memory.py --malloc system keep: the same peak resident memory).
+    keep_freed_memory()
     with user_errors(ctx):
         with ProgressPrinter(quiet=quiet) as printer:
             summary = extract_to_store(

@@ -79,7 +79,7 @@ def train(
             f"exists, holds the last step saved); {continue_hint(command)}"
         )
         # glibc: reuse freed memory instead of page-faulting it back in every step (docs/performance.md).
-        # Only for training, whose allocations repeat exactly; extraction and probes see varied sizes.
+        # Training's allocations repeat exactly; cpcaudio extract does the same (its chunks bound them).
         keep_freed_memory()
         with user_errors(ctx, interrupted=at_once), stop_request() as stop:
             for number in early:

@@ -6,8 +6,9 @@ every block above 32 MiB (and, until its adaptive threshold grows, many smaller 
 ``mmap`` and unmaps it on ``free``, so every step the kernel zero-fills all those pages again: about
 150 000 minor page faults and 0.24 s of system CPU per step of the paper's config, on top of about 1.2 s of
 compute per core. :func:`keep_freed_memory` makes glibc keep freed memory for reuse: from the fourth
-step on, no faults at all, and the step is 1.2x faster. ``cpcaudio train`` calls it at start-up;
-call it yourself at the top of a training script.
+step on, no faults at all, and the step is 1.2x faster. ``cpcaudio train`` and ``cpcaudio extract`` (whose
+chunks bound its allocations: extraction of 60 s is 1.34x faster, with the same peak memory) call it at
+start-up; call it yourself at the top of a training or extraction script.
 """
 
 from __future__ import annotations
