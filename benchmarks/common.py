@@ -105,6 +105,14 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def peak_of(rates: list[float]) -> float:
+    """The matrix-multiply peak that MFU divides by: the fastest of the rates sampled in this process
+    (each sample a median of timed products). On a machine whose speed varies (shared cores, turbo) a
+    median of a few samples can fall on a slow moment and flatter MFU; the fastest is the stricter
+    denominator."""
+    return float(max(rates))
+
+
 def measure_matmul_peak(
     device: torch.device,
     size: int = 2048,

@@ -181,8 +181,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             faults[name] += common.minor_page_faults() - faults_before
             system_seconds[name] += common.cpu_seconds()[1] - system_before
         sample_peaks()
-    peak = common.median(peaks)
-    best_peak = max(peak, common.median(onednn_peaks)) if onednn_peaks else peak
+    peak = common.peak_of(peaks)
+    best_peak = max(peak, common.peak_of(onednn_peaks)) if onednn_peaks else peak
     flops = common.train_step_flops(config, our.batch_size, our.window_size).total
     audio_seconds = our.batch_size * our.window_size / config.data.sample_rate
     results = {}
@@ -210,7 +210,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "flop_per_step": flops,
         "matmul_gflops": peak,
         "matmul_gflops_samples": [round(p, 1) for p in peaks],
-        "onednn_matmul_gflops": common.median(onednn_peaks) if onednn_peaks else None,
+        "onednn_matmul_gflops": common.peak_of(onednn_peaks) if onednn_peaks else None,
         "best_matmul_gflops": best_peak,
         "results": results,
         "speedup": speedup,

@@ -18,8 +18,9 @@ What it does, per set:
    the series lengths (its log says so; the line is kept in the record); ``--config`` / ``--set`` are
    passed through.
 3. **Features** (TS2Vec's protocol): one vector per series from :func:`cpcaudio.extract.extract`
-   features (``--layer``, default ``context``), max-pooled over the series' own frames (TS2Vec's
-   instance vector) and, as a second row, mean-pooled. Every series is encoded at its own length
+   features (``--layer``, default ``encoder``: the conv encoder's output, as TS2Vec max-pools its own
+   encoder's; ``context`` and ``all`` measured lower on the full run, see the README), max-pooled over
+   the series' own frames (TS2Vec's instance vector) and, as a second row, mean-pooled. Every series is encoded at its own length
    (padded batches are exact, and pooling reads valid frames only), so variable-length sets
    (JapaneseVowels, PickupGestureWiimoteZ) carry no padding artefacts. The same architecture with
    random weights (seeded) gives the ``random`` rows. ``raw``: the standardised values themselves,
@@ -370,8 +371,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     common.add_pretraining_arguments(
         parser, DEFAULT_MINUTES, DEFAULT_WORK, "Folder of prepared sets (reused) and runs (default benchmarks/cache/timeseries)."
     )
-    parser.add_argument("--layer", default="context", choices=("context", "encoder", "all"),
-                        help="Features probed (default context).")
+    parser.add_argument("--layer", default="encoder", choices=("context", "encoder", "all"),
+                        help="Features probed (default encoder: the conv encoder's frames, as TS2Vec).")
     parser.add_argument("--tiny", action="store_true",
                         help=f"CI size: BasicMotions, {TINY_STEPS} steps of a smaller context (meaningless numbers).")
     args = parser.parse_args(argv)

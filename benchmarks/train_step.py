@@ -13,8 +13,9 @@ Prints one JSON line on stdout and a summary on stderr::
 
 Figures per config: median seconds per step, audio seconds trained per wall second, analytic FLOP per
 step (see ``common.train_step_flops``), achieved GFLOP/s, and MFU = achieved / the matrix-multiply rate
-measured in this same process (median of timed 2048 x 2048 ``torch.mm``, sampled before, between and
-after the configs); ``mfu_best_matmul`` divides by the larger of that and oneDNN's float32 product rate
+measured in this same process (``common.peak_of``: the fastest of the samples of timed 2048 x 2048
+``torch.mm``, each a median of 7 products, two taken before the configs, one between and after them);
+``mfu_best_matmul`` divides by the larger of that and oneDNN's float32 product rate
 (on CPUs where PyTorch's BLAS runs narrower vectors than the hardware has, e.g. MKL on AMD with AVX-512,
 the ``torch.mm`` rate is half the machine's and MFU against it passes 100%). Minor page faults and
 system CPU seconds per step show whether the allocator hands memory back to the kernel between steps: by
@@ -447,12 +448,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     peaks: list[float] = []
     onednn_peaks: list[float] = []
     sample_peaks()
+    sample_peaks()  # twice: the first can still carry the process's warm-up
     results = []
     for name, config in runs:
         results.append(benchmark_config(name, config, device, args))
         sample_peaks()
-    peak = common.median(peaks)
-    best_peak = max(peak, common.median(onednn_peaks)) if onednn_peaks else peak
+    peak = common.peak_of(peaks)
+    best_peak = max(peak, common.peak_of(onednn_peaks)) if onednn_peaks else peak
     for result in results:
         result["mfu"] = result["achieved_gflops"] / peak
         result["mfu_best_matmul"] = result["achieved_gflops"] / best_peak
@@ -462,7 +464,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         **common.environment(),
         "matmul_gflops": peak,
         "matmul_gflops_samples": [round(p, 1) for p in peaks],
-        "onednn_matmul_gflops": common.median(onednn_peaks) if onednn_peaks else None,
+        "onednn_matmul_gflops": common.peak_of(onednn_peaks) if onednn_peaks else None,
         "onednn_matmul_gflops_samples": [round(p, 1) for p in onednn_peaks],
         "best_matmul_gflops": best_peak,
     }

@@ -92,8 +92,10 @@ class ConvLayerBlock(nn.Module):
         (batch, in_channels, time) with ``channels_first``. Returns: (batch, out_time, out_channels)."""
         y = gemm_conv1d(x, self.conv, channels_first)  # (B, T, C), contiguous
         if isinstance(self.norm, nn.BatchNorm1d):  # statistics over (batch, time) as on (B, C, T)
-            y = self.norm(y.view(-1, y.shape[-1])).view_as(y)
-        elif isinstance(self.norm, ChannelNorm):
+            # ReLU on the norm's own (rows, C) output, not on a view of it: an in-place op on a view
+            # makes autograd rebuild the base in backward (as_strided copies and zero fills).
+            return self.activation(self.norm(y.view(-1, y.shape[-1]))).view_as(y)
+        if isinstance(self.norm, ChannelNorm):
             y = self.norm.forward_time_major(y)
         return self.activation(y)
 
