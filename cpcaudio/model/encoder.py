@@ -153,21 +153,23 @@ class ConvEncoder(nn.Module):
         return x, frame_lengths
 
     def runs_time_major(self, signal: torch.Tensor) -> bool:
-        """Whether :meth:`forward` takes the time-major path for ``signal``: without gradients (extraction,
-        probes, validation), on CPU in float32 with the fast paths on
-        (:func:`~cpcaudio.model.cpu_kernels.fast_paths`), outside autocast, and with a normalisation that
-        has a time-major form (all but ``layer``). There it is 1.3-1.6x faster than oneDNN's convolutions
-        on the paper model (extraction of 60 s, one thread). A training step measured the same either way
-        within this machine's noise (docs/performance.md), so training keeps ``nn.Conv1d`` on (batch,
-        channels, time), as do GPUs (cuDNN's convolutions are fast)."""
-        return (
-            not torch.is_grad_enabled()
-            and signal.device.type == "cpu"
+        """Whether :meth:`forward` takes the time-major path for ``signal``: on CPU in float32 with the
+        fast paths on (:func:`~cpcaudio.model.cpu_kernels.fast_paths`) and outside autocast; without
+        gradients (extraction, probes, validation) for every normalisation with a time-major form (all but
+        ``layer``), there 1.3-1.6x faster than oneDNN's convolutions on the paper model; with gradients
+        (training) for the channel norms only, where the whole paper-config step measured 8-11% faster
+        (docs/performance.md, round 4), while batch norm measured the same either way within this
+        machine's noise and keeps ``nn.Conv1d`` on (batch, channels, time). GPUs always keep it
+        (cuDNN's convolutions are fast)."""
+        if not (
+            signal.device.type == "cpu"
             and signal.dtype == torch.float32
             and fast_paths_enabled()
             and not cpu_autocast_enabled()
-            and self.config.normalization in TIME_MAJOR_NORMS
-        )
+        ):
+            return False
+        norms = TIME_MAJOR_TRAINING_NORMS if torch.is_grad_enabled() else TIME_MAJOR_NORMS
+        return self.config.normalization in norms
 
     def forward_time_major(
         self, signal: torch.Tensor, valid_steps: Optional[list[torch.Tensor]] = None
@@ -198,3 +200,4 @@ class ConvEncoder(nn.Module):
 
 
 TIME_MAJOR_NORMS = ("batch", "channel", "channel-unbiased", "none")  # the norms ConvLayerBlock runs time-major
+TIME_MAJOR_TRAINING_NORMS = ("channel", "channel-unbiased")  # ... and those it trains time-major (measured faster)

@@ -82,7 +82,10 @@ def test_encoder_time_major_path_equals_the_channels_first_one(normalization):
     torch.manual_seed(0)
     model = CPCModel(config).train()
     signal = torch.randn(3, 1, 3200)
-    assert not model.encoder.runs_time_major(signal)  # gradients on: training keeps nn.Conv1d
+    # gradients on: the channel norms train time-major, the others keep nn.Conv1d
+    assert model.encoder.runs_time_major(signal) == (normalization in ("channel", "channel-unbiased"))
+    with fast_paths(False):
+        assert not model.encoder.runs_time_major(signal)
     with torch.no_grad():
         assert model.encoder.runs_time_major(signal) == (normalization != "layer")
     if normalization == "layer":
@@ -92,8 +95,9 @@ def test_encoder_time_major_path_equals_the_channels_first_one(normalization):
         encoder = copy.deepcopy(model.encoder)  # each path updates its own batch-norm statistics
         if time_major:  # called directly, with gradients: its backward is tested too
             latents = encoder.forward_time_major(signal).transpose(1, 2)  # (B, C, T)
-        else:
-            latents, _ = encoder(signal)
+        else:  # the plain PyTorch formulation (nn.Conv1d on (batch, channels, time)) as the reference
+            with fast_paths(False):
+                latents, _ = encoder(signal)
         latents.square().sum().backward()
         grads = {name: p.grad for name, p in encoder.named_parameters()}
         outcomes.append((latents.detach(), grads, dict(encoder.named_buffers())))
