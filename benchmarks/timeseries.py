@@ -17,15 +17,14 @@ What it does, per set:
    key is set, so ``cpcaudio train`` picks the ``timeseries`` preset and sizes the window and K from
    the series lengths (its log says so; the line is kept in the record); ``--config`` / ``--set`` are
    passed through.
-3. **Features** (TS2Vec's protocol): one vector per series from :func:`cpcaudio.extract.extract`
-   features (``--layer``, default ``encoder``: the conv encoder's output, as TS2Vec max-pools its own
-   encoder's; ``context`` and ``all`` measured lower on the full run, see the README), max-pooled over
-   the series' own frames (TS2Vec's instance vector) and, as a second row, mean-pooled. Every series is encoded at its own length
-   (padded batches are exact, and pooling reads valid frames only), so variable-length sets
-   (JapaneseVowels, PickupGestureWiimoteZ) carry no padding artefacts. The same architecture with
-   random weights (seeded) gives the ``random`` rows. ``raw``: the standardised values themselves,
-   each series linearly resampled to the longest training length (a no-op on equal-length sets),
-   flattened.
+3. **Features** (TS2Vec's protocol): one vector per series from :func:`cpcaudio.extract.extract` features
+   (``--layer``, default ``encoder``: the conv encoder's output, as TS2Vec max-pools its own encoder's;
+   ``context`` and ``all`` measured lower on the full run, see the README), max-pooled over the series'
+   own frames (TS2Vec's instance vector) and, as a second row, mean-pooled. Every series is encoded at its
+   own length (padded batches are exact, and pooling reads valid frames only), so variable-length sets
+   (JapaneseVowels, PickupGestureWiimoteZ) carry no padding artefacts. The same architecture with random
+   weights (seeded) gives the ``random`` rows. ``raw``: the standardised values themselves, each series
+   linearly resampled to the longest training length (a no-op on equal-length sets), flattened.
 4. **Probes**: ``svm``: an RBF-SVM with C from {1e-4, ..., 1e4, inf} by 5-fold CV, or C = inf when
    there are fewer than 5 series per class or under 50 series (:class:`cpcaudio.evaluate.SVMProbe`, as
    TS2Vec's ``fit_svm``); ``logistic``: :class:`cpcaudio.evaluate.LinearProbe` (standardised features,
