@@ -26,6 +26,15 @@ from cpcaudio.geometry import ceil_div
 from cpcaudio.progress import Progress, ProgressCallback, report
 
 
+TRAIN_WINDOW_OFFSETS = 8
+"""Training windows of the window protocols start every ``window / TRAIN_WINDOW_OFFSETS`` samples.
+
+CPC_audio's speaker probe (``linear_separability.py``) draws its training windows at a random offset in
+every one of its 10 epochs, so its linear classifier sees each training utterance at many offsets; its test
+windows are consecutive. Eight fixed offsets are the deterministic form of that: the probe trains on the
+same utterances seen at 8 shifts, and the test side is unchanged (consecutive windows, each scored once)."""
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How one kind of probe sample is made and fitted.
@@ -35,14 +44,17 @@ class Protocol:
         note: one line for the report; ``{window_seconds:g}`` stands for the window length.
         probe: ``logistic`` (:class:`~cpcaudio.evaluate.LinearProbe`) or ``svm-rbf``
             (:class:`~cpcaudio.evaluate.SVMProbe`).
-        frame_level: samples are feature frames: the probe's validation part holds out whole utterances,
-            and ``max_train_frames`` subsamples the training frames.
+        frame_level: samples are feature frames: ``max_train_frames`` subsamples the training frames.
+        by_utterance: the probe's validation part holds out whole utterances (several samples come from
+            one utterance: its frames, or its overlapping training windows), so that no utterance is on
+            both sides of the split that chooses the penalty.
     """
 
     name: str
     note: str
     probe: str = "logistic"
     frame_level: bool = False
+    by_utterance: bool = False
 
     def describe(self, window_seconds: float) -> str:
         """The note with the window length filled in."""
@@ -53,20 +65,25 @@ FRAME = Protocol(
     "frame",
     "one sample per feature frame, labelled by the frame label at its centre; unlabelled frames dropped",
     frame_level=True,
+    by_utterance=True,
 )
 UTTERANCE = Protocol(
     "utterance", "features averaged over the utterance (raw values: resampled to a common length, flattened)"
 )
 WINDOW = Protocol(
     "window",
-    "consecutive {window_seconds:g} s windows, each processed alone (stored features: cut from the whole "
-    "utterance); last frame for context features (CPC_audio's protocol), mean over frames otherwise",
+    "{window_seconds:g} s windows, each processed alone (stored features: cut from the whole utterance): "
+    f"consecutive on test utterances, every 1/{TRAIN_WINDOW_OFFSETS} window on training utterances (CPC_audio "
+    "trains on windows at a random offset every epoch); last frame for context features (CPC_audio's "
+    "protocol), mean over frames otherwise",
+    by_utterance=True,
 )
 WINDOW_MEAN = Protocol(
     "window-mean",
     "the window protocol's windows, each vector the mean over the window's frames (SUPERB's speaker-ID "
     "pooling); for features the window protocol already averages (encoder, MFCC, log-mel) it is the same "
     "problem, fitted once and reported under both",
+    by_utterance=True,
 )
 UTTERANCE_SVM = Protocol(
     "utterance-svm",
@@ -189,12 +206,16 @@ def pool(frames: np.ndarray, how: str, length: int = 0) -> Optional[np.ndarray]:
     raise ValueError(f"unknown pooling {how!r}")
 
 
-def speaker_windows(length: int, window: int) -> list[tuple[int, int]]:
-    """Consecutive non-overlapping ``(start, stop)`` windows of ``window`` samples; a signal shorter than
-    one window is a single window, and a remainder shorter than a window is dropped."""
+def speaker_windows(length: int, window: int, offsets: int = 1) -> list[tuple[int, int]]:
+    """``(start, stop)`` windows of ``window`` samples starting every ``window // offsets`` samples
+    (``offsets`` 1: consecutive, non-overlapping); a signal shorter than one window is a single window, and
+    a remainder shorter than a window is dropped."""
+    if offsets < 1:
+        raise ValueError(f"offsets must be >= 1, got {offsets}")
     if length <= window:
         return [(0, length)]
-    return [(start, start + window) for start in range(0, length - window + 1, window)]
+    hop = max(1, window // offsets)
+    return [(start, start + window) for start in range(0, length - window + 1, hop)]
 
 
 def frame_problem(protocol: Protocol, xs: list, ys: list, gs: list, is_train: np.ndarray) -> ProbeProblem:

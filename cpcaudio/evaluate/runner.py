@@ -131,7 +131,7 @@ def _fit_and_score(
         hyperparameters: dict[str, Any] = {"C": _json_number(probe.C_), "kernel": "rbf", "gamma": "scale"}
     else:
         probe = LinearProbe(random_state=seed, device=str(device)).fit(
-            problem.train_x, problem.train_y, groups=problem.train_groups if protocol.frame_level else None
+            problem.train_x, problem.train_y, groups=problem.train_groups if protocol.by_utterance else None
         )
         hyperparameters = {
             "weight_decay": probe.weight_decay_,

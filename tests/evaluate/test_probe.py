@@ -50,6 +50,14 @@ def test_speaker_windows_cut_consecutive_whole_windows():
     assert speaker_windows(80, 40) == [(0, 40), (40, 80)]
 
 
+def test_speaker_windows_at_several_offsets_start_every_fraction_of_a_window():
+    assert speaker_windows(100, 40, offsets=4) == [(s, s + 40) for s in (0, 10, 20, 30, 40, 50, 60)]
+    assert speaker_windows(30, 40, offsets=8) == [(0, 30)]  # shorter than a window: one window
+    assert speaker_windows(100, 40, offsets=1) == speaker_windows(100, 40)
+    with pytest.raises(ValueError, match="offsets"):
+        speaker_windows(100, 40, offsets=0)
+
+
 def test_model_frames_get_the_same_labels_as_the_data_pipeline():
     from cpcaudio.data import frame_labels_for_encoder
 

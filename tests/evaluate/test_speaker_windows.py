@@ -1,6 +1,8 @@
 """The speaker task's two window protocols: ``window`` (the last context frame of each window, CPC_audio's
 protocol) and ``window-mean`` (the mean over the window's frames, SUPERB's pooling); for features that the
-window protocol already averages, ``window-mean`` is the same problem, fitted once and reported under both."""
+window protocol already averages, ``window-mean`` is the same problem, fitted once and reported under both.
+Training utterances give windows at ``TRAIN_WINDOW_OFFSETS`` offsets a window apart, test utterances
+consecutive ones; the penalty's validation part holds out whole utterances."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import soundfile
 from helpers import tiny_config
 
 from cpcaudio.evaluate import baselines, model_source, run_probe
-from cpcaudio.evaluate.problems import WINDOW, WINDOW_MEAN, ProbeInputs
+from cpcaudio.evaluate.problems import TRAIN_WINDOW_OFFSETS, WINDOW, WINDOW_MEAN, ProbeInputs
 from cpcaudio.evaluate.sources import baseline_source
 from cpcaudio.evaluate.tasks import SpeakerTask
 from cpcaudio.extract.features import extract
@@ -20,7 +22,8 @@ from cpcaudio.extract.features import extract
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RATE = 16000
-WINDOW_SAMPLES = 4000  # 0.25 s: a 1.1 s utterance gives 4 windows (the remainder dropped)
+WINDOW_SAMPLES = 4000  # 0.25 s: a 1.1 s utterance gives 4 test windows (the remainder dropped)
+TRAIN_WINDOWS = 28  # training windows of a 1.1 s (17600-sample) utterance: starts 0, 500, ..., 13500
 SPEAKERS = ("anna", "bert", "cleo")
 
 
@@ -51,12 +54,28 @@ def inputs_of(dataset) -> ProbeInputs:
 
 
 def train_windows(dataset) -> list[np.ndarray]:
-    """(channels, samples) of every window of the training utterances, in the probe's order."""
+    """(channels, samples) of every window of the training utterances, in the probe's order: one every
+    1/8 window (500 samples), written out here rather than taken from the code under test."""
     windows = []
     for index in dataset.indices("train"):
-        for start in range(0, int(dataset.lengths[index]) - WINDOW_SAMPLES + 1, WINDOW_SAMPLES):
+        for start in range(0, int(dataset.lengths[index]) - WINDOW_SAMPLES + 1, 500):
             windows.append(dataset.read(int(index), start, WINDOW_SAMPLES))
     return windows
+
+
+def test_training_windows_start_every_eighth_window_and_test_windows_are_consecutive(tones):
+    assert TRAIN_WINDOW_OFFSETS == 8
+    assert set(int(n) for n in tones.lengths) == {17600}
+    model = baselines.random_model(tiny_config(data={"window_size": WINDOW_SAMPLES}), seed=3)
+    problems = by_protocol(SpeakerTask().build_problems(model_source(model, "context", "model", "t"), inputs_of(tones)))
+    train, test = tones.indices("train"), tones.indices("test")
+    for name in ("window", "window-mean"):
+        problem = problems[name]
+        assert problem.train_x.shape[0] == TRAIN_WINDOWS * len(train) == len(train_windows(tones))
+        assert problem.test_x.shape[0] == 4 * len(test)
+        # every training window is tagged with its utterance, so validation can hold whole utterances out
+        np.testing.assert_array_equal(problem.train_groups, np.repeat(np.asarray(train), TRAIN_WINDOWS))
+        assert problem.protocol.by_utterance
 
 
 def by_protocol(problems) -> dict:
@@ -70,7 +89,7 @@ def test_window_mean_of_context_features_is_the_mean_of_each_window_encoded_alon
     window, window_mean = problems["window"], problems["window-mean"]
     assert window_mean.same_as is None  # its own problem: fitted on its own
     frames = [extract(model, signal, RATE, layer="context").frames.numpy() for signal in train_windows(tones)]
-    assert window_mean.train_x.shape == (len(frames), 32) and len(frames) == 4 * len(tones.indices("train"))
+    assert window_mean.train_x.shape == (len(frames), 32) and len(frames) == TRAIN_WINDOWS * len(tones.indices("train"))
     np.testing.assert_allclose(window_mean.train_x, np.stack([f.mean(axis=0) for f in frames]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(window.train_x, np.stack([f[-1] for f in frames]), rtol=1e-5, atol=1e-6)
     assert not np.allclose(window.train_x, window_mean.train_x)  # two protocols, two sets of samples

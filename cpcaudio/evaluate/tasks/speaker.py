@@ -1,7 +1,9 @@
 """``speaker``: three protocols. ``utterance``: features averaged over the utterance. ``window`` (as in
-CPC_audio): the utterance is cut into consecutive non-overlapping windows of the model's training window
-(1.28 s by default; an utterance shorter than one window is one window), each window is processed alone,
-and its vector is the last context frame (``--layer context``) or the mean over the window's frames
+CPC_audio): each test utterance is cut into consecutive non-overlapping windows of the model's training
+window (1.28 s by default; an utterance shorter than one window is one window), each training utterance
+into windows at :data:`~cpcaudio.evaluate.problems.TRAIN_WINDOW_OFFSETS` offsets a window apart (CPC_audio
+trains its probe on windows at a random offset every epoch); each window is processed alone, and its vector
+is the last context frame (``--layer context``) or the mean over the window's frames
 (encoder features and the MFCC/log-mel baselines). ``window-mean`` (SUPERB's speaker-ID pooling): the
 same windows, each vector the mean over the window's frames; for the sources whose window vector already
 is that mean it is the same problem as ``window``, fitted once and reported under both.
@@ -20,6 +22,7 @@ from cpcaudio.evaluate.problems import (
     WINDOW,
     WINDOW_MEAN,
     ProbeInputs,
+    TRAIN_WINDOW_OFFSETS,
     ProbeProblem,
     pooled_problem,
     same_problem,
@@ -59,15 +62,17 @@ class SpeakerTask(ProbeTask):
         embeddings = utterance_embeddings(frames, source.utterance_pooling, inputs)
         problems = [utterance_problem(UTTERANCE, frames, source.utterance_pooling, inputs)]
         del frames  # the windows' frames replace them
+        train = set(inputs.train.tolist())
         windows = [
             (int(i), start, stop)
             for i in utterances
-            for start, stop in speaker_windows(int(dataset.lengths[int(i)]), inputs.window_samples)
+            for start, stop in speaker_windows(
+                int(dataset.lengths[int(i)]), inputs.window_samples, TRAIN_WINDOW_OFFSETS if int(i) in train else 1
+            )
         ]
         window_frames = inputs.window_frames(source, windows)
         how = "flatten" if source.utterance_pooling == "flatten" else source.window_pooling
         window_index = np.array([i for i, _, _ in windows], dtype=np.int64)
-        train = set(inputs.train.tolist())
         labels = inputs.labels_of(window_index)
         is_train = np.array([i in train for i in window_index])
         window = pooled_problem(WINDOW, window_frames, how, labels, window_index, is_train)
