@@ -34,7 +34,8 @@ default ``benchmarks/cache/quality/``, git-ignored):
    ``last.pt``, its default layer, and the baselines MFCC, log-mel and random init: the same
    architecture, untrained, seeded): phones per 10 ms frame (``phone`` task on ``timit_phone``);
    speakers per utterance, per 1.28 s window by its last context frame (CPC_audio's protocol) and by the
-   window mean (SUPERB's pooling) (``speaker`` task on ``timit_speaker``). MFCC, log-mel (and encoder
+   window mean (SUPERB's pooling) (``speaker`` task on ``timit_speaker``; consecutive test windows, training
+   windows every 1/8 window as CPC_audio's random offsets). MFCC, log-mel (and encoder
    features) are averaged over the window in both window protocols: that is one probe, fitted once and
    marked ``=`` in the table. The same speaker probe scores speaker verification without training
    (:mod:`cpcaudio.evaluate.verification`): cosine scores of the test utterances' embeddings (the

@@ -55,10 +55,11 @@ def probe(
     draws the random-weight model, the validation split and the SVM subsample. --task speaker scores
     windows twice: by the last context frame (window, CPC_audio's protocol) and by the mean over the
     window's frames (window-mean, SUPERB's pooling; for MFCC, log-mel and encoder features both are the
-    same probe, fitted once), and scores speaker verification without training: cosine scores of
-    utterance embeddings (mean over frames, centred by the train mean) on every same-speaker pair of test
-    utterances and as many seeded different-speaker pairs, reported as EER and minDCF (P_target 0.01)
-    with a DET plot (det.png).
+    same probe, fitted once); test utterances give consecutive windows, training utterances windows every
+    1/8 window (CPC_audio trains on windows at a random offset every epoch). It also scores speaker
+    verification without training: cosine scores of utterance embeddings (mean over frames, centred by
+    the train mean) on every same-speaker pair of test utterances and as many seeded different-speaker
+    pairs, reported as EER and minDCF (P_target 0.01) with a DET plot (det.png).
     """
     from cpcaudio.evaluate.runner import run_probe
     from cpcaudio.report.tables import markdown_table
