@@ -53,6 +53,15 @@ def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mm(a, b)
 
 
+def _matmul_transposed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` for 2-D operands, ``b`` dense. oneDNN's linear takes ``b`` as its (out, in) weight as
+    it is: handing it a transposed view instead (``_matmul(a, b.t())``) runs that product at half the
+    rate (paper layer 2's input gradient, (8200, 1024) @ (1024, 2048): 171 against 88 ms per step)."""
+    if a.device.type == "cpu" and a.dtype == torch.float32 and onednn_available() and torch.backends.mkldnn.enabled:
+        return onednn_linear(a, b, None)
+    return torch.mm(a, b.t())
+
+
 def _kernel_matrix(weight: torch.Tensor, taps: int, stride: int) -> torch.Tensor:
     """(Cout, Cin, k) -> (s * Cin, m * Cout): row (i, c), column (j, o) holds tap j*s + i (zero past k)."""
     out_channels, in_channels, kernel = weight.shape
@@ -108,7 +117,7 @@ class _BlocksConv(torch.autograd.Function):
         grad_products = grad_products.view(batch * blocks, taps * out_channels)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_rows = _matmul(grad_products, matrix.t().contiguous())  # (B*n, s*Cin)
+            grad_rows = _matmul_transposed(grad_products, matrix)  # (B*n, s*Cin)
             grad_x = grad_rows.view(batch, blocks * stride, in_channels)[:, padding : padding + used]
             if used < length:
                 grad_x = F.pad(grad_x, (0, 0, 0, length - used))
