@@ -45,10 +45,15 @@ def choose_method(in_channels: int, out_channels: int, kernel: int, stride: int)
     return "frames" if in_channels * kernel < (taps_per_block - 1) * out_channels else "blocks"
 
 
+def _onednn_product(a: torch.Tensor) -> bool:
+    """Whether a product with the left operand ``a`` runs through oneDNN (CPU, float32, oneDNN usable)."""
+    return a.device.type == "cpu" and a.dtype == torch.float32 and onednn_available() and torch.backends.mkldnn.enabled
+
+
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for 2-D operands; through oneDNN on CPU in float32 where it is available (``b`` given
     to it transposed: oneDNN's linear multiplies by its weight's transpose)."""
-    if a.device.type == "cpu" and a.dtype == torch.float32 and onednn_available() and torch.backends.mkldnn.enabled:
+    if _onednn_product(a):
         return onednn_linear(a, b.t(), None)
     return torch.mm(a, b)
 
@@ -58,7 +63,7 @@ def _matmul_transposed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     it is, with no copy; a transposed view of a transposed copy (``_matmul(a, b.t().contiguous())``) ran
     paper layer 2's input gradient, (8200, 1024) @ (1024, 2048), in 115 instead of 104 ms (2 threads,
     medians of 7, the product alone)."""
-    if a.device.type == "cpu" and a.dtype == torch.float32 and onednn_available() and torch.backends.mkldnn.enabled:
+    if _onednn_product(a):
         return onednn_linear(a, b, None)
     return torch.mm(a, b.t())
 
