@@ -159,6 +159,40 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     return F.linear(x, weight, bias)
 
 
+class _ThinLinear(torch.autograd.Function):
+    """``F.linear`` for an input with very few features (a framed short window: rows (M, K), K <= 32),
+    whose weight gradient is computed as ``(x.T @ grad).T``: the BLAS streams the tall (M, N) gradient
+    once as the right operand, where ``grad.T @ x`` (autograd's form) walks it transposed, 9x slower
+    (paper layer 1: (32768, 512) gradient, 10 taps, 2 threads: 6.9 against 61 ms)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)  # (M, N)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad.mm(weight)  # (M, K)
+        if ctx.needs_input_grad[1]:
+            grad_weight = x.t().mm(grad).t()  # (N, K)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def thin_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for 2-D ``x`` (rows, in_features) with few input features, with the
+    fast weight gradient of :class:`_ThinLinear` on CPU (plain ``F.linear`` elsewhere and with the fast
+    paths off). Returns: (rows, out_features)."""
+    if x.dim() == 2 and x.device.type == "cpu" and fast_paths_enabled():
+        return _ThinLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
 # A conv whose input window (in_channels * kernel_size values) is at most this long runs as one matrix
 # product over explicitly framed input on CPU: oneDNN's direct convolution is slow for so few input
 # channels (the paper's first layer: 1 channel, kernel 10).

@@ -157,10 +157,11 @@ class ConvEncoder(nn.Module):
         fast paths on (:func:`~cpcaudio.model.cpu_kernels.fast_paths`) and outside autocast; without
         gradients (extraction, probes, validation) for every normalisation with a time-major form (all but
         ``layer``), there 1.3-1.6x faster than oneDNN's convolutions on the paper model; with gradients
-        (training) for the channel norms only, where the whole paper-config step measured 8-11% faster
-        (docs/performance.md, round 4), while batch norm measured the same either way within this
-        machine's noise and keeps ``nn.Conv1d`` on (batch, channels, time). GPUs always keep it
-        (cuDNN's convolutions are fast)."""
+        (training) for the same norms: with the wide layers as oneDNN convolutions over time-major
+        memory and the first layer's thin weight gradient, the paper-config step (batch norm) measured
+        0.574 against 0.603 s on (batch, channels, time) (docs/performance.md, round 7), the channel
+        norms 8-11% faster already in round 4. GPUs always keep (batch, channels, time) (cuDNN's
+        convolutions are fast)."""
         if not (
             signal.device.type == "cpu"
             and signal.dtype == torch.float32
@@ -200,4 +201,4 @@ class ConvEncoder(nn.Module):
 
 
 TIME_MAJOR_NORMS = ("batch", "channel", "channel-unbiased", "none")  # the norms ConvLayerBlock runs time-major
-TIME_MAJOR_TRAINING_NORMS = ("channel", "channel-unbiased")  # ... and those it trains time-major (measured faster)
+TIME_MAJOR_TRAINING_NORMS = TIME_MAJOR_NORMS  # ... and those it trains time-major (measured faster)

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cpcaudio.geometry import conv_output_length
-from cpcaudio.model.cpu_kernels import linear, onednn_available, onednn_linear
+from cpcaudio.model.cpu_kernels import linear, onednn_available, onednn_linear, thin_linear
 
 Method = Literal["blocks", "frames"]
 SHORT_WINDOW = 32  # in * k at most: a framed product runs through F.linear (see _frames_conv)
@@ -77,6 +77,59 @@ def _kernel_matrix(weight: torch.Tensor, taps: int, stride: int) -> torch.Tensor
     return weight.reshape(stride * in_channels, taps * out_channels)
 
 
+def _padded_rows(x: torch.Tensor, stride: int, padding: int, blocks: int, used: int) -> torch.Tensor:
+    """(B, L, Cin) time-major, any strides -> its zero-padded copy as (B*n, s*Cin) rows of n blocks."""
+    batch, _, in_channels = x.shape
+    padded = x.new_empty(batch, blocks * stride, in_channels)  # (B, n*s, Cin), time-major and dense
+    padded[:, :padding] = 0
+    padded[:, padding : padding + used] = x[:, :used]
+    padded[:, padding + used :] = 0
+    return padded.view(batch * blocks, stride * in_channels)
+
+
+def _grad_products(grad: torch.Tensor, blocks: int, taps: int) -> torch.Tensor:
+    """(B, T, Cout) output gradient, any strides -> (B*n, m*Cout): block q's slice j holds grad[q - j]
+    (zero outside), the gradient of the blocks product's output written once, without zero-filled copies."""
+    batch, frames, out_channels = grad.shape
+    grad_products = grad.new_empty(batch, blocks, taps, out_channels)  # (B, n, m, Cout)
+    for j in range(taps):
+        grad_products[:, :j, j] = 0
+        grad_products[:, j : j + frames, j] = grad
+        grad_products[:, j + frames :, j] = 0
+    return grad_products.view(batch * blocks, taps * out_channels)
+
+
+def _grad_products_transposed(grad: torch.Tensor, blocks: int, taps: int) -> torch.Tensor:
+    """:func:`_grad_products` transposed, (m*Cout, B*n), written directly: the weight gradient's product
+    takes it as its dense left operand (a transposed view would be copied a second time)."""
+    batch, frames, out_channels = grad.shape
+    grad_products = grad.new_empty(taps, out_channels, batch, blocks)  # (m, Cout, B, n)
+    source = grad.permute(2, 0, 1)  # (Cout, B, T) view
+    for j in range(taps):
+        grad_products[j, :, :, :j] = 0
+        grad_products[j, :, :, j : j + frames] = source
+        grad_products[j, :, :, j + frames :] = 0
+    return grad_products.view(taps * out_channels, batch * blocks)
+
+
+def _weight_grad_transposed(grad_products_t: torch.Tensor, rows: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """:func:`_weight_grad` from the (m*Cout, B*n) transposed product gradient."""
+    taps = -(-kernel // stride)
+    out_channels, in_channels = grad_products_t.shape[0] // taps, rows.shape[1] // stride
+    grad_matrix = _matmul(grad_products_t, rows)  # (m*Cout, s*Cin)
+    grad_weight = grad_matrix.view(taps, out_channels, stride, in_channels).permute(1, 3, 0, 2)
+    return grad_weight.reshape(out_channels, in_channels, taps * stride)[:, :, :kernel]
+
+
+def _weight_grad(grad_products: torch.Tensor, rows: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """(B*n, m*Cout) and (B*n, s*Cin) -> the (Cout, Cin, k) kernel gradient, one product."""
+    taps = -(-kernel // stride)
+    out_channels, in_channels = grad_products.shape[1] // taps, rows.shape[1] // stride
+    grad_matrix = _matmul(grad_products.t(), rows)  # (m*Cout, s*Cin)
+    grad_weight = grad_matrix.view(taps, out_channels, stride, in_channels).permute(1, 3, 0, 2)
+    return grad_weight.reshape(out_channels, in_channels, taps * stride)[:, :, :kernel]
+
+
 class _BlocksConv(torch.autograd.Function):
     """The blocks method (module docstring) with a backward that writes each gradient once: the
     padding and the shifted sums are done in place instead of through autograd's zero-filled copies."""
@@ -93,11 +146,7 @@ class _BlocksConv(torch.autograd.Function):
         taps = -(-kernel // stride)  # m kernel slices of `stride` taps each
         blocks = frames + taps - 1
         used = min(length, blocks * stride - padding)  # input steps any output reads
-        padded = x.new_empty(batch, blocks * stride, in_channels)  # (B, n*s, Cin), time-major and dense
-        padded[:, :padding] = 0
-        padded[:, padding : padding + used] = x[:, :used]
-        padded[:, padding + used :] = 0
-        rows = padded.view(batch * blocks, stride * in_channels)  # (B*n, s*Cin)
+        rows = _padded_rows(x, stride, padding, blocks, used)  # (B*n, s*Cin)
         matrix = _kernel_matrix(weight, taps, stride)  # (s*Cin, m*Cout)
         products = _matmul(rows, matrix).view(batch, blocks, taps, out_channels)  # (B, n, m, Cout)
         out = products[:, :frames, 0].clone() if taps == 1 else torch.add(products[:, :frames, 0], products[:, 1 : frames + 1, 1])
@@ -115,12 +164,7 @@ class _BlocksConv(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         rows, matrix = ctx.saved_tensors
         batch, length, in_channels, out_channels, kernel, stride, padding, frames, taps, blocks, used = ctx.shape
-        grad_products = grad.new_empty(batch, blocks, taps, out_channels)  # (B, n, m, Cout)
-        for j in range(taps):
-            grad_products[:, :j, j] = 0
-            grad_products[:, j : j + frames, j] = grad
-            grad_products[:, j + frames :, j] = 0
-        grad_products = grad_products.view(batch * blocks, taps * out_channels)
+        grad_products = _grad_products(grad, blocks, taps)  # (B*n, m*Cout)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_rows = _matmul_transposed(grad_products, matrix)  # (B*n, s*Cin)
@@ -130,12 +174,67 @@ class _BlocksConv(torch.autograd.Function):
             if ctx.channels_first:  # dense in the input's own layout: the layer below reads it fast
                 grad_x = grad_x.transpose(1, 2).contiguous()
         if ctx.needs_input_grad[1]:
-            grad_matrix = _matmul(grad_products.t(), rows)  # (m*Cout, s*Cin)
-            grad_weight = grad_matrix.view(taps, out_channels, stride, in_channels).permute(1, 3, 0, 2)
-            grad_weight = grad_weight.reshape(out_channels, in_channels, taps * stride)[:, :, :kernel]
+            grad_weight = _weight_grad(grad_products, rows, kernel, stride)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(dim=(0, 1))
         return grad_x, grad_weight, grad_bias, None, None, None, None
+
+
+class _OnednnNwcConv(torch.autograd.Function):
+    """oneDNN's own convolution on the time-major activations, read in place as a channels-last
+    (batch, in, 1, time) image: no layout reorder of the input, the output or the input gradient (the
+    channels-first backward reorders its input gradient out of oneDNN's blocked layout, a copy the size
+    of the input). The kernel gradient is the blocks method's single product over the padded input
+    (oneDNN's channels-last weight gradient measured about 3x slower than that)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, padding: int,
+        frames: int,
+    ) -> torch.Tensor:
+        image = _channels_last_image(x)  # (B, Cin, 1, L) view of (B, L, Cin)
+        out = F.conv2d(image, weight.unsqueeze(2), bias, (1, stride), (0, padding))  # (B, Cout, 1, T)
+        kernel = weight.shape[2]
+        taps = -(-kernel // stride)
+        blocks = frames + taps - 1
+        used = min(x.shape[1], blocks * stride - padding)
+        rows = _padded_rows(x, stride, padding, blocks, used) if ctx.needs_input_grad[1] else None
+        ctx.save_for_backward(image, weight, rows)  # the input only for its shape and layout: no copy kept
+        ctx.geometry = (stride, padding, blocks, taps)
+        ctx.has_bias = bias is not None
+        out = _time_major(out)  # (B, T, Cout), a view of the convolution's output
+        # Returned as a tensor of its own over the same memory, not as a view: autograd forbids in-place
+        # ops (the next ReLU) on a view created inside a custom Function.
+        return out.new_empty(0).set_(out.untyped_storage(), out.storage_offset(), out.shape, out.stride())
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        image, weight, rows = ctx.saved_tensors
+        stride, padding, blocks, taps = ctx.geometry
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_image = torch.ops.aten.convolution_backward(
+                _channels_last_image(grad), image, weight.unsqueeze(2), None,
+                [1, stride], [0, padding], [1, 1], False, [0, 0], 1, [True, False, False],
+            )[0]  # (B, Cin, 1, L), channels-last
+            grad_x = _time_major(grad_image)
+        if ctx.needs_input_grad[1]:
+            grad_weight = _weight_grad_transposed(_grad_products_transposed(grad, blocks, taps), rows, weight.shape[2], stride)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dim=(0, 1))
+        return grad_x, grad_weight, grad_bias, None, None, None
+
+
+def _channels_last_image(x: torch.Tensor) -> torch.Tensor:
+    """(B, L, C) -> the (B, C, 1, L) channels-last image over the same memory (a copy only if x is not dense)."""
+    image = x.transpose(1, 2).unsqueeze(2)
+    return image if image.is_contiguous(memory_format=torch.channels_last) else image.contiguous(memory_format=torch.channels_last)
+
+
+def _time_major(image: torch.Tensor) -> torch.Tensor:
+    """(B, C, 1, T) channels-last -> the dense (B, T, C) over the same memory."""
+    out = image.squeeze(2).transpose(1, 2)
+    return out if out.is_contiguous() else out.contiguous()
 
 
 def _frames_conv(x: torch.Tensor, conv: nn.Conv1d, frames: int) -> torch.Tensor:
@@ -145,9 +244,9 @@ def _frames_conv(x: torch.Tensor, conv: nn.Conv1d, frames: int) -> torch.Tensor:
     windows = padded.unfold(1, kernel, stride)[:, :frames]  # (B, T, Cin, k) view
     rows = windows.reshape(batch * frames, in_channels * kernel)  # (B*T, Cin*k): the framing copy
     weight = conv.weight.reshape(conv.out_channels, in_channels * kernel)  # columns (c, tap)
-    # A window this short is a thin product: the BLAS's own kernels (F.linear) handle its transposed
-    # weight gradient (out, B*T) @ (B*T, in*k) without the copy oneDNN makes of it.
-    product = F.linear if in_channels * kernel <= SHORT_WINDOW else linear
+    # A window this short is a thin product: the BLAS's own kernels handle its weight gradient without
+    # the copy oneDNN makes of the transposed gradient, fastest as (rows.T @ grad).T (thin_linear).
+    product = thin_linear if in_channels * kernel <= SHORT_WINDOW else linear
     return product(rows, weight, conv.bias).view(batch, frames, conv.out_channels)  # (B, T, Cout)
 
 
@@ -175,4 +274,6 @@ def gemm_conv1d(x: torch.Tensor, conv: nn.Conv1d, channels_first: bool = False) 
         )
     if choose_method(conv.in_channels, conv.out_channels, kernel, stride) == "frames":
         return _frames_conv(x, conv, frames)
+    if not channels_first and _onednn_product(x):
+        return _OnednnNwcConv.apply(x, conv.weight, conv.bias, stride, padding, frames)
     return _BlocksConv.apply(x, conv.weight, conv.bias, stride, padding, frames, channels_first)

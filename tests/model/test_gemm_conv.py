@@ -9,7 +9,7 @@ import torch
 
 from cpcaudio import CPCConfig, CPCModel
 from cpcaudio.extract.features import encode_padded
-from cpcaudio.model.cpu_kernels import fast_paths
+from cpcaudio.model.cpu_kernels import fast_paths, onednn_available
 from cpcaudio.model.gemm_conv import choose_method, gemm_conv1d
 
 GEOMETRIES = [  # (in, out, kernel, stride, padding, length): the paper's layers, stride 1, k not a multiple of s
@@ -63,6 +63,30 @@ def test_float32_product_path_agrees_with_conv1d():
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("in_channels,out_channels,kernel,stride,padding,length", GEOMETRIES)
+def test_float32_time_major_path_equals_conv1d_with_gradients(in_channels, out_channels, kernel, stride, padding,
+                                                              length):  # fmt: skip
+    """In float32 on CPU the time-major layers run oneDNN's convolution over channels-last memory (blocks
+    layers) or the thin framed product (short windows); both against nn.Conv1d, gradients included, with
+    an in-place ReLU on the output as the encoder applies it."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(in_channels, out_channels, kernel, stride=stride, padding=padding)
+    signal = torch.randn(3, in_channels, length, requires_grad=True)
+    expected = conv(signal).relu()  # (B, Cout, T)
+    grad = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, [signal, conv.weight, conv.bias], grad)
+    source = signal.detach().transpose(1, 2).contiguous().requires_grad_()  # (B, L, Cin), dense time-major
+    got = gemm_conv1d(source, conv)
+    if onednn_available() and choose_method(in_channels, out_channels, kernel, stride) == "blocks":
+        assert type(got.grad_fn).__name__ == "_OnednnNwcConvBackward"
+    assert got.shape == (3, expected.shape[2], out_channels) and got.is_contiguous()
+    got = got.relu_()  # in place: allowed on every path's output
+    got_grads = torch.autograd.grad(got, [source, conv.weight, conv.bias], grad.transpose(1, 2))
+    torch.testing.assert_close(got, expected.transpose(1, 2), rtol=1e-4, atol=1e-5)
+    references = (expected_grads[0].transpose(1, 2), *expected_grads[1:])
+    for value, reference in zip(got_grads, references):
+        torch.testing.assert_close(value, reference, rtol=1e-4, atol=1e-4)
+
 def test_method_choice_frames_short_windows_and_blocks_wide_layers():
     assert choose_method(1, 512, 10, 5) == "frames"  # the paper's first layer: 10 values per frame
     assert choose_method(512, 512, 8, 4) == "blocks"
@@ -82,8 +106,8 @@ def test_encoder_time_major_path_equals_the_channels_first_one(normalization):
     torch.manual_seed(0)
     model = CPCModel(config).train()
     signal = torch.randn(3, 1, 3200)
-    # gradients on: the channel norms train time-major, the others keep nn.Conv1d
-    assert model.encoder.runs_time_major(signal) == (normalization in ("channel", "channel-unbiased"))
+    # gradients on: every norm with a time-major form trains time-major, layer norm keeps nn.Conv1d
+    assert model.encoder.runs_time_major(signal) == (normalization != "layer")
     with fast_paths(False):
         assert not model.encoder.runs_time_major(signal)
     with torch.no_grad():
