@@ -18,6 +18,11 @@ one large matrix product and no reorder:
 :func:`choose_method` picks whichever writes fewer extra values. Both give exactly the sums of
 ``nn.Conv1d`` in another order (float rounding differs). The products run through
 :func:`cpcaudio.model.cpu_kernels.linear` (oneDNN on x86 CPUs in float32, else ``F.linear``).
+
+Where oneDNN runs (CPU, float32) a blocks layer on time-major input is faster still as oneDNN's own
+convolution over that memory read as a channels-last image (:class:`_OnednnNwcConv`: no reorder, which
+its channels-first convolution makes of the input gradient); its kernel gradient stays the blocks
+method's single product.
 """
 
 from __future__ import annotations
@@ -112,7 +117,9 @@ def _grad_products_transposed(grad: torch.Tensor, blocks: int, taps: int) -> tor
     return grad_products.view(taps * out_channels, batch * blocks)
 
 
-def _weight_grad_transposed(grad_products_t: torch.Tensor, rows: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+def _weight_grad_transposed(
+    grad_products_t: torch.Tensor, rows: torch.Tensor, kernel: int, stride: int
+) -> torch.Tensor:
     """:func:`_weight_grad` from the (m*Cout, B*n) transposed product gradient."""
     taps = -(-kernel // stride)
     out_channels, in_channels = grad_products_t.shape[0] // taps, rows.shape[1] // stride
@@ -219,7 +226,8 @@ class _OnednnNwcConv(torch.autograd.Function):
             )[0]  # (B, Cin, 1, L), channels-last
             grad_x = _time_major(grad_image)
         if ctx.needs_input_grad[1]:
-            grad_weight = _weight_grad_transposed(_grad_products_transposed(grad, blocks, taps), rows, weight.shape[2], stride)
+            grad_products_t = _grad_products_transposed(grad, blocks, taps)  # (m*Cout, B*n)
+            grad_weight = _weight_grad_transposed(grad_products_t, rows, weight.shape[2], stride)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(dim=(0, 1))
         return grad_x, grad_weight, grad_bias, None, None, None
@@ -228,7 +236,9 @@ class _OnednnNwcConv(torch.autograd.Function):
 def _channels_last_image(x: torch.Tensor) -> torch.Tensor:
     """(B, L, C) -> the (B, C, 1, L) channels-last image over the same memory (a copy only if x is not dense)."""
     image = x.transpose(1, 2).unsqueeze(2)
-    return image if image.is_contiguous(memory_format=torch.channels_last) else image.contiguous(memory_format=torch.channels_last)
+    if image.is_contiguous(memory_format=torch.channels_last):
+        return image
+    return image.contiguous(memory_format=torch.channels_last)
 
 
 def _time_major(image: torch.Tensor) -> torch.Tensor:
