@@ -154,10 +154,10 @@ class ConvEncoder(nn.Module):
 
     def runs_time_major(self, signal: torch.Tensor) -> bool:
         """Whether :meth:`forward` takes the time-major path for ``signal``: on CPU in float32 with the
-        fast paths on (:func:`~cpcaudio.model.cpu_kernels.fast_paths`) and outside autocast; without
-        gradients (extraction, probes, validation) for every normalisation with a time-major form (all but
-        ``layer``), there 1.3-1.6x faster than oneDNN's convolutions on the paper model; with gradients
-        (training) for the same norms: with the wide layers as oneDNN convolutions over time-major
+        fast paths on (:func:`~cpcaudio.model.cpu_kernels.fast_paths`) and outside autocast, for every
+        normalisation with a time-major form (all but ``layer``), with or without gradients. Without
+        (extraction, probes, validation) 1.3-1.6x faster than oneDNN's convolutions on the paper model;
+        with gradients (training), with the wide layers as oneDNN convolutions over time-major
         memory and the first layer's thin weight gradient, the paper-config step (batch norm) measured
         0.574 against 0.603 s on (batch, channels, time) (docs/performance.md, round 7), the channel
         norms 8-11% faster already in round 4. GPUs always keep (batch, channels, time) (cuDNN's
@@ -169,8 +169,7 @@ class ConvEncoder(nn.Module):
             and not cpu_autocast_enabled()
         ):
             return False
-        norms = TIME_MAJOR_TRAINING_NORMS if torch.is_grad_enabled() else TIME_MAJOR_NORMS
-        return self.config.normalization in norms
+        return self.config.normalization in TIME_MAJOR_NORMS
 
     def forward_time_major(
         self, signal: torch.Tensor, valid_steps: Optional[list[torch.Tensor]] = None
@@ -201,4 +200,3 @@ class ConvEncoder(nn.Module):
 
 
 TIME_MAJOR_NORMS = ("batch", "channel", "channel-unbiased", "none")  # the norms ConvLayerBlock runs time-major
-TIME_MAJOR_TRAINING_NORMS = TIME_MAJOR_NORMS  # ... and those it trains time-major (measured faster)

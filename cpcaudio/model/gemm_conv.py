@@ -117,22 +117,12 @@ def _grad_products_transposed(grad: torch.Tensor, blocks: int, taps: int) -> tor
     return grad_products.view(taps * out_channels, batch * blocks)
 
 
-def _weight_grad_transposed(
-    grad_products_t: torch.Tensor, rows: torch.Tensor, kernel: int, stride: int
-) -> torch.Tensor:
-    """:func:`_weight_grad` from the (m*Cout, B*n) transposed product gradient."""
+def _weight_grad(grad_products_t: torch.Tensor, rows: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """(m*Cout, B*n) transposed product gradient and (B*n, s*Cin) rows -> the (Cout, Cin, k) kernel
+    gradient, one product."""
     taps = -(-kernel // stride)
     out_channels, in_channels = grad_products_t.shape[0] // taps, rows.shape[1] // stride
     grad_matrix = _matmul(grad_products_t, rows)  # (m*Cout, s*Cin)
-    grad_weight = grad_matrix.view(taps, out_channels, stride, in_channels).permute(1, 3, 0, 2)
-    return grad_weight.reshape(out_channels, in_channels, taps * stride)[:, :, :kernel]
-
-
-def _weight_grad(grad_products: torch.Tensor, rows: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """(B*n, m*Cout) and (B*n, s*Cin) -> the (Cout, Cin, k) kernel gradient, one product."""
-    taps = -(-kernel // stride)
-    out_channels, in_channels = grad_products.shape[1] // taps, rows.shape[1] // stride
-    grad_matrix = _matmul(grad_products.t(), rows)  # (m*Cout, s*Cin)
     grad_weight = grad_matrix.view(taps, out_channels, stride, in_channels).permute(1, 3, 0, 2)
     return grad_weight.reshape(out_channels, in_channels, taps * stride)[:, :, :kernel]
 
@@ -181,7 +171,7 @@ class _BlocksConv(torch.autograd.Function):
             if ctx.channels_first:  # dense in the input's own layout: the layer below reads it fast
                 grad_x = grad_x.transpose(1, 2).contiguous()
         if ctx.needs_input_grad[1]:
-            grad_weight = _weight_grad(grad_products, rows, kernel, stride)
+            grad_weight = _weight_grad(grad_products.t(), rows, kernel, stride)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(dim=(0, 1))
         return grad_x, grad_weight, grad_bias, None, None, None, None
@@ -227,7 +217,7 @@ class _OnednnNwcConv(torch.autograd.Function):
             grad_x = _time_major(grad_image)
         if ctx.needs_input_grad[1]:
             grad_products_t = _grad_products_transposed(grad, blocks, taps)  # (m*Cout, B*n)
-            grad_weight = _weight_grad_transposed(grad_products_t, rows, weight.shape[2], stride)
+            grad_weight = _weight_grad(grad_products_t, rows, weight.shape[2], stride)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(dim=(0, 1))
         return grad_x, grad_weight, grad_bias, None, None, None

@@ -87,6 +87,7 @@ def test_float32_time_major_path_equals_conv1d_with_gradients(in_channels, out_c
     for value, reference in zip(got_grads, references):
         torch.testing.assert_close(value, reference, rtol=1e-4, atol=1e-4)
 
+
 def test_method_choice_frames_short_windows_and_blocks_wide_layers():
     assert choose_method(1, 512, 10, 5) == "frames"  # the paper's first layer: 10 values per frame
     assert choose_method(512, 512, 8, 4) == "blocks"
