@@ -42,6 +42,11 @@ def probe(
     max_train_frames: Optional[int] = typer.Option(
         None, "--max-train-frames", help="Phone task: train on at most this many frames (seeded uniform draw; default all)."
     ),
+    test_window_offsets: int = typer.Option(
+        1, "--test-window-offsets", min=1,
+        help="--task speaker: test windows every 1/N window (1: consecutive, CPC_audio's; 8: each test "
+        "utterance at 8 shifts, a less noisy window accuracy on a small test set).",
+    ),
     seed: SeedOption = None,
     device: DeviceOption = None,
     quiet: QuietOption = False,
@@ -55,9 +60,9 @@ def probe(
     draws the random-weight model, the validation split and the SVM subsample. --task speaker scores
     windows twice: by the last context frame (window, CPC_audio's protocol) and by the mean over the
     window's frames (window-mean, SUPERB's pooling; for MFCC, log-mel and encoder features both are the
-    same probe, fitted once); test utterances give consecutive windows, training utterances windows every
-    1/8 window (CPC_audio trains on windows at a random offset every epoch). It also scores speaker
-    verification without training: cosine scores of utterance embeddings (mean over frames, centred by
+    same probe, fitted once); test utterances give consecutive windows (--test-window-offsets N: every
+    1/N window), training utterances windows every 1/8 window (CPC_audio trains on windows at a random
+    offset every epoch). It also scores speaker verification without training: cosine scores of utterance embeddings (mean over frames, centred by
     the train mean) on every same-speaker pair of test utterances and as many seeded different-speaker
     pairs, reported as EER and minDCF (P_target 0.01) with a DET plot (det.png).
     """
@@ -78,6 +83,7 @@ def probe(
             device=device,
             out=out,
             progress=progress,
+            test_window_offsets=test_window_offsets,
             overwrite=overwrite,
         )
         progress.close()

@@ -32,7 +32,16 @@ TRAIN_WINDOW_OFFSETS = 8
 CPC_audio's speaker probe (``linear_separability.py``) draws its training windows at a random offset in
 every one of its 10 epochs, so its linear classifier sees each training utterance at many offsets; its test
 windows are consecutive. Eight fixed offsets are the deterministic form of that: the probe trains on the
-same utterances seen at 8 shifts, and the test side is unchanged (consecutive windows, each scored once)."""
+same utterances seen at 8 shifts. Test windows are consecutive by default (CPC_audio's); ``test_window_offsets``
+(:class:`ProbeInputs`, ``run_probe``, ``cpcaudio probe --test-window-offsets``) cuts them the same way."""
+
+TEST_WINDOW_OFFSETS = 1
+"""Default test windows of the window protocols: consecutive, non-overlapping (one start per window).
+
+A small test set has few consecutive windows (44 for the TIMIT sample of ``benchmarks/quality.py``: 2.3
+points each), and the last frame of a window is read at one phonetic position each; test windows at 8
+offsets score every utterance at 8 positions per window length, which makes the accuracy of that column
+far less noisy (overlapping windows are not independent samples, so the gain is less than 8x)."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +65,16 @@ class Protocol:
     frame_level: bool = False
     by_utterance: bool = False
 
-    def describe(self, window_seconds: float) -> str:
-        """The note with the window length filled in."""
-        return self.note.format(window_seconds=window_seconds)
+    def describe(self, window_seconds: float, test_window_offsets: int = TEST_WINDOW_OFFSETS) -> str:
+        """The note with the window length and the test windows' spacing filled in."""
+        return self.note.format(window_seconds=window_seconds, test_windows=test_windows_phrase(test_window_offsets))
+
+
+def test_windows_phrase(test_window_offsets: int) -> str:
+    """How test windows are cut, in words: ``consecutive`` or ``every 1/N window (overlapping)``."""
+    if test_window_offsets == 1:
+        return "consecutive"
+    return f"every 1/{test_window_offsets} window (overlapping, each scored)"
 
 
 FRAME = Protocol(
@@ -73,7 +89,7 @@ UTTERANCE = Protocol(
 WINDOW = Protocol(
     "window",
     "{window_seconds:g} s windows, each processed alone (stored features: cut from the whole utterance): "
-    f"consecutive on test utterances, every 1/{TRAIN_WINDOW_OFFSETS} window on training utterances (CPC_audio "
+    f"{{test_windows}} on test utterances, every 1/{TRAIN_WINDOW_OFFSETS} window on training utterances (CPC_audio "
     "trains on windows at a random offset every epoch); last frame for context features (CPC_audio's "
     "protocol), mean over frames otherwise",
     by_utterance=True,
@@ -123,6 +139,8 @@ class ProbeInputs:
         utterance_labels: per-utterance label of every dataset utterance (None where missing), or None
             for tasks with frame labels.
         window_samples: dataset samples per window (the model's training window).
+        test_window_offsets: test windows start every ``window_samples // test_window_offsets`` samples
+            (1: consecutive, CPC_audio's; see :data:`TEST_WINDOW_OFFSETS`).
         progress: receives a :class:`~cpcaudio.progress.Progress` event after each step of features.
     """
 
@@ -132,6 +150,7 @@ class ProbeInputs:
     utterance_labels: Optional[list[Any]]
     window_samples: int
     progress: Optional[ProgressCallback] = None
+    test_window_offsets: int = TEST_WINDOW_OFFSETS
 
     @property
     def utterances(self) -> np.ndarray:

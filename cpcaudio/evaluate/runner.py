@@ -32,7 +32,7 @@ from cpcaudio.devices import resolve_device
 from cpcaudio.errors import DataError, UsageError
 from cpcaudio.evaluate.estimators import LinearProbe, SVMProbe
 from cpcaudio.evaluate.metrics import classification_metrics
-from cpcaudio.evaluate.problems import ProbeInputs, ProbeProblem, subsample_training
+from cpcaudio.evaluate.problems import TEST_WINDOW_OFFSETS, ProbeInputs, ProbeProblem, subsample_training
 from cpcaudio.evaluate.sources import (
     BASELINES,
     LAYERS,
@@ -197,6 +197,7 @@ def run_probe(
     out: Optional[PathLike] = None,
     progress: Optional[ProgressCallback] = None,
     overwrite: bool = False,
+    test_window_offsets: int = TEST_WINDOW_OFFSETS,
 ) -> dict[str, Any]:
     """Probe a model's frozen features and its baselines on one task, with the same split and probe.
 
@@ -224,6 +225,9 @@ def run_probe(
         progress: receives :class:`~cpcaudio.progress.Progress` events (stages ``features: NAME``,
             ``windows: NAME`` and ``probe: NAME / PROTOCOL``).
         overwrite: replace a report already in ``out`` (otherwise refused before any work).
+        test_window_offsets: ``speaker``: test windows start every 1/N window (1, the default:
+            consecutive, CPC_audio's; 8 scores each test utterance at 8 shifts, a less noisy accuracy on a
+            small test set). Training windows always start every 1/8 window.
 
     Returns:
         The report (what results.json holds): dataset, task, model, features, protocols, seeds, the exact
@@ -245,6 +249,8 @@ def run_probe(
     _check_output(out, overwrite)
     if layer not in LAYERS:
         raise UsageError(f"unknown layer {layer!r}; choose context or encoder")
+    if isinstance(test_window_offsets, bool) or not isinstance(test_window_offsets, int) or test_window_offsets < 1:
+        raise UsageError(f"test_window_offsets must be a positive whole number, got {test_window_offsets!r}")
     if max_train_frames is not None and max_train_frames < 1:
         raise UsageError(f"max_train_frames must be a positive number of frames, got {max_train_frames}")
     resolved = resolve_device(device)
@@ -271,6 +277,7 @@ def run_probe(
     inputs = ProbeInputs(
         dataset, train, test, utterance_labels,
         window_samples=max(1, int(round(window_seconds * dataset.sample_rate))), progress=progress,
+        test_window_offsets=test_window_offsets,
     )
     label_names = probe_task.label_names(dataset)
     results = []
@@ -312,7 +319,7 @@ def run_probe(
         },
         "model": {**model_record, "config": config.to_dict()},
         "features": {source.name: source.description for source in sources},
-        "protocols": probe_task.protocol_notes(window_seconds),
+        "protocols": probe_task.protocol_notes(window_seconds, test_window_offsets),
         "seeds": {"seed": seed, "random_weights": seed, "validation_split": seed, "svm_subsample": seed},
         "split": {
             "train": [dataset.utterance_ids[int(i)] for i in train],

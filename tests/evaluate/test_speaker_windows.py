@@ -2,17 +2,20 @@
 protocol) and ``window-mean`` (the mean over the window's frames, SUPERB's pooling); for features that the
 window protocol already averages, ``window-mean`` is the same problem, fitted once and reported under both.
 Training utterances give windows at ``TRAIN_WINDOW_OFFSETS`` offsets a window apart, test utterances
-consecutive ones; the penalty's validation part holds out whole utterances."""
+consecutive ones (or every 1/N window with ``test_window_offsets``); the penalty's validation part holds out
+whole utterances."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import soundfile
 from helpers import tiny_config
 
+from cpcaudio.errors import UsageError
 from cpcaudio.evaluate import baselines, model_source, run_probe
 from cpcaudio.evaluate.problems import TRAIN_WINDOW_OFFSETS, WINDOW, WINDOW_MEAN, ProbeInputs
 from cpcaudio.evaluate.sources import baseline_source
@@ -76,6 +79,44 @@ def test_training_windows_start_every_eighth_window_and_test_windows_are_consecu
         # every training window is tagged with its utterance, so validation can hold whole utterances out
         np.testing.assert_array_equal(problem.train_groups, np.repeat(np.asarray(train), TRAIN_WINDOWS))
         assert problem.protocol.by_utterance
+
+
+def test_test_windows_at_several_offsets_start_every_fraction_of_a_window_and_are_each_scored(tones):
+    model = baselines.random_model(tiny_config(data={"window_size": WINDOW_SAMPLES}), seed=3)
+    inputs = replace(inputs_of(tones), test_window_offsets=4)
+    source = model_source(model, "context", "model", "t")
+    problems = by_protocol(SpeakerTask().build_problems(source, inputs))
+    consecutive = by_protocol(SpeakerTask().build_problems(source, inputs_of(tones)))["window"]
+    test = tones.indices("test")
+    # 17600-sample utterances, 4000-sample windows every 1000 samples: starts 0, 1000, ..., 13000
+    starts = range(0, 17600 - WINDOW_SAMPLES + 1, 1000)
+    assert len(starts) == 14
+    frames = [
+        extract(model, tones.read(int(i), start, WINDOW_SAMPLES), RATE, layer="context").frames.numpy()
+        for i in test for start in starts
+    ]
+    window, window_mean = problems["window"], problems["window-mean"]
+    np.testing.assert_allclose(window.test_x, np.stack([f[-1] for f in frames]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(window_mean.test_x, np.stack([f.mean(axis=0) for f in frames]), rtol=1e-5, atol=1e-6)
+    # each utterance's label, once per window: the consecutive protocol has 4 windows per utterance
+    np.testing.assert_array_equal(window.test_y, np.repeat(consecutive.test_y[::4], 14))
+    np.testing.assert_array_equal(consecutive.test_y, np.repeat(consecutive.test_y[::4], 4))
+    assert window.train_x.shape[0] == TRAIN_WINDOWS * len(tones.indices("train"))  # training side unchanged
+
+
+def test_run_probe_records_how_test_windows_were_cut_and_refuses_a_bad_spacing(tones):
+    model = baselines.random_model(tiny_config(data={"window_size": WINDOW_SAMPLES}), seed=3)
+    report = run_probe(tones, "speaker", model=model, baselines_requested="mfcc", device="cpu", test_window_offsets=2)
+    rows = {(r["features"], r["protocol"]): r for r in report["results"]}
+    # starts 0, 2000, ..., 12000: 7 windows per test utterance, for the model and the baseline alike
+    for features in ("model", "mfcc"):
+        assert rows[(features, "window")]["counts"]["test_samples"] == 7 * len(tones.indices("test"))
+    assert "every 1/2 window (overlapping, each scored) on test utterances" in report["protocols"]["window"]
+    default = run_probe(tones, "speaker", model=model, baselines_requested="none", device="cpu")
+    assert "consecutive on test utterances" in default["protocols"]["window"]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(UsageError, match="test_window_offsets"):
+            run_probe(tones, "speaker", model=model, baselines_requested="none", device="cpu", test_window_offsets=bad)
 
 
 def by_protocol(problems) -> dict:

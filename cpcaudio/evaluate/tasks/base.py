@@ -93,6 +93,7 @@ class ProbeTask(abc.ABC):
         """Refuse, before any work, a probe whose cached features would not fit in memory (default: one
         vector per utterance or window is always small)."""
 
-    def protocol_notes(self, window_seconds: float) -> dict[str, str]:
-        """One line per protocol for the report (``window_seconds``: the window protocol's length)."""
-        return {protocol.name: protocol.describe(window_seconds) for protocol in self.protocols}
+    def protocol_notes(self, window_seconds: float, test_window_offsets: int = 1) -> dict[str, str]:
+        """One line per protocol for the report (``window_seconds``: the window protocol's length;
+        ``test_window_offsets``: test windows per window length)."""
+        return {protocol.name: protocol.describe(window_seconds, test_window_offsets) for protocol in self.protocols}

@@ -1,6 +1,7 @@
 """``speaker``: three protocols. ``utterance``: features averaged over the utterance. ``window`` (as in
 CPC_audio): each test utterance is cut into consecutive non-overlapping windows of the model's training
-window (1.28 s by default; an utterance shorter than one window is one window), each training utterance
+window (1.28 s by default; an utterance shorter than one window is one window; with
+``ProbeInputs.test_window_offsets`` N > 1, windows every 1/N window, each scored), each training utterance
 into windows at :data:`~cpcaudio.evaluate.problems.TRAIN_WINDOW_OFFSETS` offsets a window apart (CPC_audio
 trains its probe on windows at a random offset every epoch); each window is processed alone, and its vector
 is the last context frame (``--layer context``) or the mean over the window's frames
@@ -67,7 +68,9 @@ class SpeakerTask(ProbeTask):
             (int(i), start, stop)
             for i in utterances
             for start, stop in speaker_windows(
-                int(dataset.lengths[int(i)]), inputs.window_samples, TRAIN_WINDOW_OFFSETS if int(i) in train else 1
+                int(dataset.lengths[int(i)]),
+                inputs.window_samples,
+                TRAIN_WINDOW_OFFSETS if int(i) in train else inputs.test_window_offsets,
             )
         ]
         window_frames = inputs.window_frames(source, windows)
