@@ -41,7 +41,8 @@ TEST_WINDOW_OFFSETS = 1
 A small test set has few consecutive windows (44 for the TIMIT sample of ``benchmarks/quality.py``: 2.3
 points each), and the last frame of a window is read at one phonetic position each; test windows at 8
 offsets score every utterance at 8 positions per window length, which makes the accuracy of that column
-far less noisy (overlapping windows are not independent samples, so the gain is less than 8x)."""
+far less noisy (overlapping windows are not independent samples: the noise shrinks by less than the
+window count suggests)."""
 
 
 @dataclass(frozen=True)
