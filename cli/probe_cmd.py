@@ -62,9 +62,10 @@ def probe(
     window's frames (window-mean, SUPERB's pooling; for MFCC, log-mel and encoder features both are the
     same probe, fitted once); test utterances give consecutive windows (--test-window-offsets N: every
     1/N window), training utterances windows every 1/8 window (CPC_audio trains on windows at a random
-    offset every epoch). It also scores speaker verification without training: cosine scores of utterance embeddings (mean over frames, centred by
-    the train mean) on every same-speaker pair of test utterances and as many seeded different-speaker
-    pairs, reported as EER and minDCF (P_target 0.01) with a DET plot (det.png).
+    offset every epoch). It also scores speaker verification without training: cosine scores of
+    utterance embeddings (mean over frames, centred by the train mean) on every same-speaker pair of test
+    utterances and as many seeded different-speaker pairs, reported as EER and minDCF (P_target 0.01)
+    with a DET plot (det.png).
     """
     from cpcaudio.evaluate.runner import run_probe
     from cpcaudio.report.tables import markdown_table

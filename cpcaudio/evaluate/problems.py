@@ -32,8 +32,9 @@ TRAIN_WINDOW_OFFSETS = 8
 CPC_audio's speaker probe (``linear_separability.py``) draws its training windows at a random offset in
 every one of its 10 epochs, so its linear classifier sees each training utterance at many offsets; its test
 windows are consecutive. Eight fixed offsets are the deterministic form of that: the probe trains on the
-same utterances seen at 8 shifts. Test windows are consecutive by default (CPC_audio's); ``test_window_offsets``
-(:class:`ProbeInputs`, ``run_probe``, ``cpcaudio probe --test-window-offsets``) cuts them the same way."""
+same utterances seen at 8 shifts. Test windows are consecutive by default (CPC_audio's);
+``test_window_offsets`` (:class:`ProbeInputs`, ``run_probe``, ``cpcaudio probe --test-window-offsets``) cuts
+them the same way."""
 
 TEST_WINDOW_OFFSETS = 1
 """Default test windows of the window protocols: consecutive, non-overlapping (one start per window).
@@ -68,11 +69,11 @@ class Protocol:
 
     def describe(self, window_seconds: float, test_window_offsets: int = TEST_WINDOW_OFFSETS) -> str:
         """The note with the window length and the test windows' spacing filled in."""
-        return self.note.format(window_seconds=window_seconds, test_windows=test_windows_phrase(test_window_offsets))
+        return self.note.format(window_seconds=window_seconds, test_windows=_test_windows_phrase(test_window_offsets))
 
 
-def test_windows_phrase(test_window_offsets: int) -> str:
-    """How test windows are cut, in words: ``consecutive`` or ``every 1/N window (overlapping)``."""
+def _test_windows_phrase(test_window_offsets: int) -> str:
+    """How test windows are cut, in words: ``consecutive`` or ``every 1/N window (overlapping, each scored)``."""
     if test_window_offsets == 1:
         return "consecutive"
     return f"every 1/{test_window_offsets} window (overlapping, each scored)"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 import numpy as np
 
 from cpcaudio.errors import UsageError
-from cpcaudio.evaluate.problems import ProbeInputs, ProbeProblem, Protocol
+from cpcaudio.evaluate.problems import TEST_WINDOW_OFFSETS, ProbeInputs, ProbeProblem, Protocol
 from cpcaudio.evaluate.sources import AUDIO_BASELINES, TIMESERIES_BASELINES, FeatureSource
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class ProbeTask(abc.ABC):
         """Refuse, before any work, a probe whose cached features would not fit in memory (default: one
         vector per utterance or window is always small)."""
 
-    def protocol_notes(self, window_seconds: float, test_window_offsets: int = 1) -> dict[str, str]:
+    def protocol_notes(self, window_seconds: float, test_window_offsets: int = TEST_WINDOW_OFFSETS) -> dict[str, str]:
         """One line per protocol for the report (``window_seconds``: the window protocol's length;
         ``test_window_offsets``: test windows per window length)."""
         return {protocol.name: protocol.describe(window_seconds, test_window_offsets) for protocol in self.protocols}
